@@ -1,0 +1,33 @@
+# Decides whether the CUDA backend is built (NORMSERVE_ENABLE_CUDA = AUTO/ON/OFF)
+# and sets NORMSERVE_HAVE_CUDA. Architectures default to sm_90 (Hopper) SASS
+# plus compute_90 PTX, which the driver JIT-compiles for newer GPUs; override
+# with -DCMAKE_CUDA_ARCHITECTURES=... (e.g. "80;90").
+include_guard(GLOBAL)
+include(CheckLanguage)
+
+if(NOT DEFINED NORMSERVE_ENABLE_CUDA)
+  set(NORMSERVE_ENABLE_CUDA AUTO)
+endif()
+
+set(NORMSERVE_HAVE_CUDA OFF)
+if(NOT NORMSERVE_ENABLE_CUDA STREQUAL "OFF")
+  if(NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 90)
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(NORMSERVE_HAVE_CUDA ON)
+    message(STATUS "normserve: CUDA backend ON (${CMAKE_CUDA_COMPILER}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
+  elseif(NORMSERVE_ENABLE_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "NORMSERVE_ENABLE_CUDA=ON but no CUDA compiler was found (set CUDACXX or CMAKE_CUDA_COMPILER)")
+  else()
+    message(STATUS "normserve: CUDA backend OFF (no nvcc found)")
+  endif()
+else()
+  message(STATUS "normserve: CUDA backend OFF (NORMSERVE_ENABLE_CUDA=OFF)")
+endif()

@@ -1,0 +1,1 @@
+#include "normserve/kernels/problem.h"

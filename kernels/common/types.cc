@@ -1,0 +1,54 @@
+#include "normserve/kernels/types.h"
+
+namespace normserve::kernels {
+
+std::string_view DTypeName(DType t) {
+  switch (t) {
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat16:
+      return "float16";
+    case DType::kBFloat16:
+      return "bfloat16";
+  }
+  return "unknown";
+}
+
+std::string_view NormKindName(NormKind k) {
+  switch (k) {
+    case NormKind::kLayerNorm:
+      return "layer_norm";
+    case NormKind::kRmsNorm:
+      return "rms_norm";
+    case NormKind::kBatchNorm:
+      return "batch_norm";
+    case NormKind::kGroupNorm:
+      return "group_norm";
+    case NormKind::kInstanceNorm:
+      return "instance_norm";
+  }
+  return "unknown";
+}
+
+bool ParseDType(std::string_view name, DType* out) {
+  for (DType t : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    if (DTypeName(t) == name) {
+      *out = t;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ParseNormKind(std::string_view name, NormKind* out) {
+  for (NormKind k : {NormKind::kLayerNorm, NormKind::kRmsNorm, NormKind::kBatchNorm, NormKind::kGroupNorm,
+                     NormKind::kInstanceNorm}) {
+    if (NormKindName(k) == name) {
+      *out = k;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace normserve::kernels

@@ -1,0 +1,55 @@
+// The CPU backend: SIMD kernels (AVX-512, AVX2, scalar) picked at run time,
+// over a persistent thread pool that splits a batch into contiguous row ranges.
+//
+// One CpuBackend is shared by the whole server; Run() is thread-safe (calls
+// from several threads share the pool). Small batches run on the calling
+// thread so a single row does not pay for a wake-up.
+#ifndef NORMSERVE_KERNELS_CPU_BACKEND_H_
+#define NORMSERVE_KERNELS_CPU_BACKEND_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "normserve/kernels/backend.h"
+
+namespace normserve::kernels {
+
+enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+std::string_view CpuIsaName(CpuIsa isa);  // "scalar", "avx2", "avx512"
+bool ParseCpuIsa(std::string_view name, CpuIsa* out);
+// The best instruction set this CPU and build support.
+CpuIsa DetectCpuIsa();
+
+struct CpuBackendOptions {
+  // Worker threads, including the calling thread. 0: the cores available to the process.
+  int threads = 0;
+  // Highest instruction set to use; the backend uses min(this, DetectCpuIsa()).
+  // The environment variable NORMSERVE_CPU_ISA (scalar|avx2|avx512) lowers it too.
+  CpuIsa max_isa = CpuIsa::kAvx512;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const CpuBackendOptions& options = {});
+  ~CpuBackend() override;
+  CpuBackend(const CpuBackend&) = delete;
+  CpuBackend& operator=(const CpuBackend&) = delete;
+
+  std::string_view name() const override { return "cpu"; }
+  std::string device_description() const override;
+  KernelStatus Run(const NormProblem* problems, size_t count) override;
+
+  // The instruction set and thread count in use.
+  CpuIsa isa() const;
+  int threads() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace normserve::kernels
+
+#endif  // NORMSERVE_KERNELS_CPU_BACKEND_H_
