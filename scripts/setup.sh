@@ -5,18 +5,24 @@
 set -euo pipefail
 
 BUILD_PACKAGES=(
-  build-essential cmake ninja-build pkg-config
+  build-essential cmake ninja-build pkg-config ccache
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
 )
 TEST_PACKAGES=(
-  python3 python3-numpy python3-grpcio python3-protobuf
-  prometheus curl
+  python3 python3-numpy python3-grpcio python3-protobuf python3-yaml
+  prometheus curl yamllint
 )
 
 packages=("${BUILD_PACKAGES[@]}")
 if [[ "${1:-}" != "--runtime-only" ]]; then
   packages+=("${TEST_PACKAGES[@]}")
+fi
+
+# The Kubernetes schema test uses npm packages; any Node.js >= 18 will do, so
+# Debian's is installed only where none is on PATH.
+if [[ "${1:-}" != "--runtime-only" ]] && ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
 fi
 
 missing=()

@@ -1,0 +1,318 @@
+// CpuBackend: picks the kernel table for the instruction set, plans each
+// Run() into units (kernel_table.h) and spreads them over the thread pool.
+//
+// Scheduling: all units of all problems in a Run() form one sequence, cut into
+// at most `threads` contiguous ranges of about equal bytes; the calling thread
+// takes a range too. Work below kMinBytesPerPart per part stays on fewer
+// threads, so a small request (one row) runs inline with no wake-up at all.
+// BATCH_NORM with batch statistics first computes per-channel statistics, in
+// parallel over channels, and then joins the same unit sequence.
+// Which thread runs a unit never changes its bits: a unit is computed whole
+// by one thread in an order fixed by its length.
+#include "normserve/kernels/cpu_backend.h"
+
+#include <sched.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernel_table.h"
+#include "thread_pool.h"
+
+namespace normserve::kernels {
+
+std::string_view CpuIsaName(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kScalar:
+      return "scalar";
+    case CpuIsa::kAvx2:
+      return "avx2";
+    case CpuIsa::kAvx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
+bool ParseCpuIsa(std::string_view name, CpuIsa* out) {
+  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (CpuIsaName(isa) == name) {
+      *out = isa;
+      return true;
+    }
+  }
+  return false;
+}
+
+CpuIsa DetectCpuIsa() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+#if defined(NORMSERVE_CPU_HAVE_AVX512)
+  // The AVX-512 kernels use 16-bit masked loads and stores (BW, VL).
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    return CpuIsa::kAvx512;
+  }
+#endif
+#if defined(NORMSERVE_CPU_HAVE_AVX2)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    return CpuIsa::kAvx2;
+  }
+#endif
+#endif
+  return CpuIsa::kScalar;
+}
+
+namespace cpu {
+
+const KernelTable& GetKernelTable(CpuIsa isa) {
+  switch (isa) {
+#if defined(NORMSERVE_CPU_HAVE_AVX512)
+    case CpuIsa::kAvx512:
+      return Avx512KernelTable();
+#endif
+#if defined(NORMSERVE_CPU_HAVE_AVX2)
+    case CpuIsa::kAvx2:
+      return Avx2KernelTable();
+#endif
+    default:
+      return ScalarKernelTable();
+  }
+}
+
+}  // namespace cpu
+
+namespace {
+
+// Below this many bytes (read + written) per part, splitting further costs
+// more in wake-ups than it saves.
+constexpr int64_t kMinBytesPerPart = int64_t{64} << 10;
+
+// Outputs of a Run() above this size are written with non-temporal stores:
+// they are far larger than the L2 caches, so caching them would only cost a
+// read of every output line first (and evict the inputs of the next rows).
+constexpr int64_t kStreamOutputBytes = int64_t{16} << 20;
+
+// Non-temporal stores are weakly ordered; this makes them visible before a
+// part reports completion to the thread that waits for it.
+inline void FenceStreamingStores() {
+#if defined(__x86_64__)
+  _mm_sfence();
+#endif
+}
+
+int AvailableCores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+std::string CpuModelName() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) {
+        size_t start = line.find_first_not_of(" \t", colon + 1);
+        return start == std::string::npos ? std::string() : line.substr(start);
+      }
+    }
+  }
+  return "unknown CPU";
+}
+
+CpuIsa ChooseIsa(CpuIsa max_isa) {
+  CpuIsa isa = std::min(max_isa, DetectCpuIsa());
+  if (const char* env = std::getenv("NORMSERVE_CPU_ISA"); env != nullptr && *env != '\0') {
+    CpuIsa forced;
+    if (ParseCpuIsa(env, &forced)) {
+      isa = std::min(isa, forced);
+    } else {
+      std::fprintf(stderr, "normserve: ignoring NORMSERVE_CPU_ISA=%s (expected scalar, avx2 or avx512)\n", env);
+    }
+  }
+  return isa;
+}
+
+// Bytes read and written per element of a problem (parameters not counted).
+int64_t BytesPerElement(const NormProblem& p) {
+  int64_t bytes = static_cast<int64_t>(DTypeSize(p.input.dtype) + DTypeSize(p.output_dtype));
+  if (p.residual.present()) bytes += 2 * static_cast<int64_t>(DTypeSize(p.input.dtype));
+  return bytes;
+}
+
+// One entry of the sequence that gets cut into parts.
+struct WorkItem {
+  int64_t units = 0;
+  int64_t cost_per_unit = 0;  // bytes
+  int64_t cost_begin = 0;     // prefix sum of the items before it
+};
+
+// Splits the items into `parts` contiguous ranges of about equal cost and
+// calls fn(item index, unit begin, unit end) for the pieces of part `part`.
+template <typename Fn>
+void ForEachPieceOfPart(const std::vector<WorkItem>& items, int64_t total, int parts, int part, Fn fn) {
+  const int64_t target_begin = total / parts * part + std::min<int64_t>(total % parts, part);
+  const int64_t target_end = total / parts * (part + 1) + std::min<int64_t>(total % parts, part + 1);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const WorkItem& item = items[i];
+    if (item.units == 0) continue;
+    const int64_t item_end = item.cost_begin + item.units * item.cost_per_unit;
+    if (item_end <= target_begin || item.cost_begin >= target_end) continue;
+    // A unit belongs to the part in whose range its first byte falls.
+    auto first_unit_at = [&](int64_t cost) {
+      if (cost <= item.cost_begin) return int64_t{0};
+      const int64_t u = (cost - item.cost_begin + item.cost_per_unit - 1) / item.cost_per_unit;
+      return std::min(u, item.units);
+    };
+    const int64_t begin = first_unit_at(target_begin);
+    const int64_t end = first_unit_at(target_end);
+    if (begin < end) fn(i, begin, end);
+  }
+}
+
+}  // namespace
+
+struct CpuBackend::Impl {
+  explicit Impl(const CpuBackendOptions& options)
+      : isa(ChooseIsa(options.max_isa)),
+        table(cpu::GetKernelTable(isa)),
+        pool(options.threads > 0 ? options.threads : AvailableCores()),
+        model(CpuModelName()) {}
+
+  // Runs fn(item, begin, end) over the items' units on up to pool.threads() parts.
+  template <typename Fn>
+  void Parallel(const std::vector<WorkItem>& items, Fn fn) {
+    int64_t total = 0;
+    for (const WorkItem& item : items) total += item.units * item.cost_per_unit;
+    if (total == 0) return;
+    const int parts = static_cast<int>(std::clamp<int64_t>(total / kMinBytesPerPart, 1, pool.threads()));
+    const std::function<void(int)> body = [&](int part) {
+      ForEachPieceOfPart(items, total, parts, part, fn);
+      FenceStreamingStores();
+    };
+    pool.ParallelFor(parts, body);
+  }
+
+  const CpuIsa isa;
+  const cpu::KernelTable& table;
+  cpu::ThreadPool pool;
+  const std::string model;
+};
+
+CpuBackend::CpuBackend(const CpuBackendOptions& options) : impl_(std::make_unique<Impl>(options)) {}
+CpuBackend::~CpuBackend() = default;
+
+CpuIsa CpuBackend::isa() const { return impl_->isa; }
+int CpuBackend::threads() const { return impl_->pool.threads(); }
+
+std::string CpuBackend::device_description() const {
+  return impl_->model + " (" + std::string(CpuIsaName(impl_->isa)) + ", " + std::to_string(threads()) +
+         " threads)";
+}
+
+KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
+  std::vector<cpu::PreparedProblem> prepared(count);
+  bool any_batch_stats = false;
+  for (size_t i = 0; i < count; ++i) {
+    const NormProblem& p = problems[i];
+    cpu::PreparedProblem& pp = prepared[i];
+    pp.problem = &p;
+    pp.geometry = ComputeGeometry(p);
+    const ProblemGeometry& g = pp.geometry;
+    switch (p.kind) {
+      case NormKind::kLayerNorm:
+      case NormKind::kRmsNorm:
+        pp.units = g.rows;
+        pp.unit_length = g.cols;
+        if (p.gamma.present()) pp.gamma_rows = RowBroadcast(p.input.shape, p.gamma.shape, p.normalized_dims);
+        if (p.beta.present()) pp.beta_rows = RowBroadcast(p.input.shape, p.beta.shape, p.normalized_dims);
+        break;
+      case NormKind::kGroupNorm:
+      case NormKind::kInstanceNorm:
+        pp.units = g.groups;
+        pp.unit_length = g.group_size;
+        break;
+      case NormKind::kBatchNorm: {
+        pp.units = g.n * g.channels;
+        pp.unit_length = g.spatial;
+        const size_t c = static_cast<size_t>(g.channels);
+        pp.channel_pivot.assign(c, 0.0f);
+        pp.channel_rstd.assign(c, 0.0f);
+        pp.channel_correction.assign(c, 0.0f);
+        pp.channel_mean_wide.assign(c, 0.0);
+        pp.channel_rstd_wide.assign(c, 0.0);
+        if (p.use_batch_stats) {
+          any_batch_stats = true;
+          pp.input_is_residual_out = p.residual.present();
+        } else {
+          // Inference is elementwise IEEE arithmetic with the running statistics.
+          for (int64_t ch = 0; ch < g.channels; ++ch) {
+            const double mean = LoadAsFloat(p.running_mean.data, p.running_mean.dtype, ch);
+            const double var = LoadAsFloat(p.running_var.data, p.running_var.dtype, ch);
+            const double rstd_wide = 1.0 / std::sqrt(var + static_cast<double>(p.epsilon));
+            const float rstd = static_cast<float>(rstd_wide);
+            pp.channel_pivot[ch] = static_cast<float>(mean);
+            pp.channel_rstd[ch] = rstd;
+            pp.channel_mean_wide[ch] = mean;
+            pp.channel_rstd_wide[ch] = rstd_wide;
+            if (p.out.mean != nullptr) p.out.mean[ch] = static_cast<float>(mean);
+            if (p.out.rstd != nullptr) p.out.rstd[ch] = rstd;
+          }
+        }
+        break;
+      }
+    }
+  }
+
+  if (any_batch_stats) {
+    std::vector<WorkItem> items(count);
+    int64_t cost = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const cpu::PreparedProblem& pp = prepared[i];
+      if (pp.problem->kind != NormKind::kBatchNorm || !pp.problem->use_batch_stats) continue;
+      items[i].units = pp.geometry.channels;
+      items[i].cost_per_unit = pp.geometry.group_size * BytesPerElement(*pp.problem);
+      items[i].cost_begin = cost;
+      cost += items[i].units * items[i].cost_per_unit;
+    }
+    impl_->Parallel(items, [&](size_t i, int64_t begin, int64_t end) {
+      impl_->table.batch_norm_channel_stats(prepared[i], begin, end);
+    });
+  }
+
+  int64_t output_bytes = 0;
+  for (size_t i = 0; i < count; ++i) {
+    output_bytes += problems[i].input.NumElements() * static_cast<int64_t>(DTypeSize(problems[i].output_dtype));
+  }
+  for (cpu::PreparedProblem& pp : prepared) pp.stream_output = output_bytes >= kStreamOutputBytes;
+
+  std::vector<WorkItem> items(count);
+  int64_t cost = 0;
+  for (size_t i = 0; i < count; ++i) {
+    items[i].units = prepared[i].units;
+    items[i].cost_per_unit = std::max<int64_t>(1, prepared[i].unit_length * BytesPerElement(problems[i]));
+    items[i].cost_begin = cost;
+    cost += items[i].units * items[i].cost_per_unit;
+  }
+  impl_->Parallel(items, [&](size_t i, int64_t begin, int64_t end) { impl_->table.run_units(prepared[i], begin, end); });
+  return KernelStatus::Ok();
+}
+
+}  // namespace normserve::kernels

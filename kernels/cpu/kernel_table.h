@@ -1,0 +1,75 @@
+// Internal to the CPU backend: the per-problem plan that cpu_backend.cc
+// prepares once per Run(), and the table of kernels that each instruction set
+// (scalar, AVX2, AVX-512) provides for it.
+//
+// Work is cut into "units" whose outputs do not depend on each other:
+//   LAYER/RMS: a row of the [rows, cols] view;
+//   GROUP/INSTANCE: a group (n, g), contiguous C/G x S elements;
+//   BATCH: a segment (n, c) of S elements, once per-channel statistics are known.
+// A unit is always computed by one thread with a reduction order fixed by its
+// length, which is what makes results batch- and thread-count invariant.
+// A PreparedProblem is written by one thread and then only read, except the
+// per-channel BATCH_NORM arrays, which are written by disjoint channel ranges.
+#ifndef NORMSERVE_KERNELS_CPU_KERNEL_TABLE_H_
+#define NORMSERVE_KERNELS_CPU_KERNEL_TABLE_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "normserve/kernels/cpu_backend.h"
+#include "normserve/kernels/problem.h"
+
+namespace normserve::kernels::cpu {
+
+// Elements per statistics chunk. A row is summed chunk by chunk (each chunk
+// read twice while it sits in L1) and the chunks are merged in order with
+// Chan's formula in double, so long rows cost one read from memory for the
+// statistics and the result depends only on the row length.
+inline constexpr int64_t kStatsChunk = 4096;
+
+struct PreparedProblem {
+  const NormProblem* problem = nullptr;
+  ProblemGeometry geometry;
+  // Units (see above) and elements per unit.
+  int64_t units = 0;
+  int64_t unit_length = 0;
+  // LAYER/RMS parameter offsets per row (adaptive norm).
+  RowBroadcast gamma_rows;
+  RowBroadcast beta_rows;
+  // BATCH_NORM: per channel, the value subtracted, the scale applied after it,
+  // and a small correction subtracted after scaling:
+  // y = ((x - pivot) * rstd - correction) * gamma + beta.
+  std::vector<float> channel_pivot;
+  std::vector<float> channel_rstd;
+  std::vector<float> channel_correction;
+  // The same channel mean and rstd in double, for the double output pass.
+  std::vector<double> channel_mean_wide;
+  std::vector<double> channel_rstd_wide;
+  // BATCH_NORM with batch statistics and a residual: residual_out already
+  // holds h when the output pass runs, so it reads h from there.
+  bool input_is_residual_out = false;
+  // Write the output with non-temporal stores: set for outputs much larger
+  // than the caches, which would otherwise be read before being overwritten.
+  bool stream_output = false;
+};
+
+struct KernelTable {
+  // Computes units [begin, end) of `p`: statistics (LAYER/RMS/GROUP/INSTANCE),
+  // residual_out, output and the requested statistics outputs.
+  void (*run_units)(const PreparedProblem& p, int64_t begin, int64_t end);
+  // BATCH_NORM with batch statistics: computes h (writing residual_out) and the
+  // statistics of channels [begin, end), fills the channel_* arrays and the
+  // mean / rstd / variance outputs of those channels.
+  void (*batch_norm_channel_stats)(PreparedProblem& p, int64_t begin, int64_t end);
+};
+
+// REQUIRES: the CPU supports `isa` (DetectCpuIsa() >= isa).
+const KernelTable& GetKernelTable(CpuIsa isa);
+
+const KernelTable& ScalarKernelTable();
+const KernelTable& Avx2KernelTable();
+const KernelTable& Avx512KernelTable();
+
+}  // namespace normserve::kernels::cpu
+
+#endif  // NORMSERVE_KERNELS_CPU_KERNEL_TABLE_H_

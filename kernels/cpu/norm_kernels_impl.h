@@ -1,0 +1,561 @@
+// The normalization kernels, written once over a SIMD traits type S
+// (ScalarSimd, Avx2Simd, Avx512Simd) and compiled once per instruction set:
+// kernels_scalar.cc, kernels_avx2.cc and kernels_avx512.cc each include this
+// file after their traits header, with their own compiler flags.
+//
+// Everything here has internal linkage (anonymous namespace), so the three
+// copies never merge at link time and an AVX-512 instantiation cannot end up
+// behind the scalar table.
+//
+// Numerics (docs/SEMANTICS.md):
+// - Statistics go chunk by chunk (kStatsChunk elements). Within a chunk, one
+//   pass sums (this is the one read from memory), the chunk mean becomes a
+//   pivot, and a second pass over the now cached chunk accumulates
+//   sum(x - pivot) and sum((x - pivot)^2) in double vector accumulators
+//   (RMS: sum(x^2) in double, one pass). Chunks merge in order with Chan's
+//   formula in double. No E[x^2]-E[x]^2.
+// - The output is ((x - pivot) * rstd - correction) * gamma + beta, where
+//   pivot is the mean rounded to float and correction = (mean - pivot) * rstd
+//   carries the part of the double mean that float cannot hold. This keeps
+//   rows with a large offset (40000 + i) accurate to the FLOAT32 bound.
+// - When beta cancels most of (x - mean) * rstd * gamma, 1 ulp of the tiny
+//   FLOAT16 / BFLOAT16 result is beyond float arithmetic on the terms: such
+//   vectors are detected and recomputed in double (Cancels below). FLOAT32
+//   outputs have an absolute bound near zero and never need it.
+// - A group with NaN or Inf gets NaN statistics and outputs.
+// - The reduction order depends only on the group length, never on the rows
+//   around it or the thread that runs it.
+#ifndef NORMSERVE_KERNELS_CPU_NORM_KERNELS_IMPL_H_
+#define NORMSERVE_KERNELS_CPU_NORM_KERNELS_IMPL_H_
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "kernel_table.h"
+#include "normserve/kernels/problem.h"
+#include "normserve/kernels/types.h"
+
+namespace normserve::kernels::cpu {
+namespace {
+
+constexpr float kFloatNaN = std::numeric_limits<float>::quiet_NaN();
+
+// Count, mean and sum of squared deviations of a run of elements.
+struct Moments {
+  double count = 0;
+  double mean = 0;
+  double m2 = 0;
+};
+
+// Chan et al.'s pairwise update; `a` becomes the moments of a followed by b.
+inline void MergeMoments(Moments& a, const Moments& b) {
+  if (a.count == 0) {
+    a = b;
+    return;
+  }
+  const double n = a.count + b.count;
+  const double delta = b.mean - a.mean;
+  a.mean += delta * (b.count / n);
+  a.m2 += b.m2 + delta * delta * (a.count * b.count / n);
+  a.count = n;
+}
+
+// What the output pass of one group needs: y = ((x - pivot) * rstd - correction) * g + b.
+struct GroupTransform {
+  float pivot = 0;
+  float rstd = 0;
+  float correction = 0;
+  // The statistics outputs (double values rounded once to float).
+  float mean_out = 0;
+  float rstd_out = 0;
+  float variance_out = 0;
+  // Mean and rstd in double for the double-precision output pass.
+  double mean_wide = 0;
+  double rstd_wide = 0;
+};
+
+inline GroupTransform MakeTransform(double mean, double var, bool finite, float epsilon) {
+  GroupTransform t;
+  if (!finite) {
+    t.pivot = t.rstd = t.correction = t.mean_out = t.rstd_out = t.variance_out = kFloatNaN;
+    t.mean_wide = t.rstd_wide = std::numeric_limits<double>::quiet_NaN();
+    return t;
+  }
+  var = std::max(0.0, var);
+  const double rstd = 1.0 / std::sqrt(var + static_cast<double>(epsilon));
+  t.pivot = static_cast<float>(mean);
+  t.rstd = static_cast<float>(rstd);
+  t.correction = static_cast<float>((mean - static_cast<double>(t.pivot)) * rstd);
+  t.mean_out = static_cast<float>(mean);
+  t.rstd_out = t.rstd;
+  t.variance_out = static_cast<float>(var);
+  t.mean_wide = mean;
+  t.rstd_wide = rstd;
+  return t;
+}
+
+// gamma[i], plus 1 with unit_offset (exact in double).
+inline double LoadParamScalar(const TensorView& t, int64_t i, bool unit_offset) {
+  const double v = LoadAsFloat(t.data, t.dtype, i);
+  return unit_offset ? 1.0 + v : v;
+}
+
+// Half-type outputs with beta take the double-precision output pass.
+template <DType DOut>
+inline constexpr bool kWideOutput = DOut != DType::kFloat32;
+
+template <class S>
+struct Kernels {
+  using F = typename S::F;
+  static constexpr int W = S::kWidth;
+
+  // One element source: x, or h = round(x + r) written to h_out and read back.
+  template <DType D, bool kResidual>
+  static F LoadInput(const void* x, const void* r, void* h, int64_t i) {
+    if constexpr (!kResidual) {
+      return S::template Load<D>(x, i);
+    } else {
+      const F v = S::Add(S::template Load<D>(x, i), S::template Load<D>(r, i));
+      S::template Store<D>(h, i, v);
+      // Reading back gives the value rounded to D, which is what gets normalized.
+      if constexpr (D == DType::kFloat32) return v;
+      return S::template Load<D>(h, i);
+    }
+  }
+  template <DType D, bool kResidual>
+  static F LoadInputPartial(const void* x, const void* r, void* h, int64_t i, int n) {
+    if constexpr (!kResidual) {
+      return S::template LoadPartial<D>(x, i, n);
+    } else {
+      const F v = S::Add(S::template LoadPartial<D>(x, i, n), S::template LoadPartial<D>(r, i, n));
+      S::template StorePartial<D>(h, i, v, n);
+      if constexpr (D == DType::kFloat32) return v;
+      return S::template LoadPartial<D>(h, i, n);
+    }
+  }
+
+  // The first (memory) pass over x[i0, i0 + n): the float sum of the values,
+  // which only picks the pivot. With kResidual it also writes h.
+  template <DType D, bool kResidual>
+  static float FirstPass(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+    F acc[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()};
+    auto add = [](F a, F v) { return S::Add(a, v); };
+    int64_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+      for (int u = 0; u < 4; ++u) acc[u] = add(acc[u], LoadInput<D, kResidual>(x, r, h, i0 + i + u * W));
+    }
+    for (; i + W <= n; i += W) acc[0] = add(acc[0], LoadInput<D, kResidual>(x, r, h, i0 + i));
+    if (i < n) acc[1] = add(acc[1], LoadInputPartial<D, kResidual>(x, r, h, i0 + i, static_cast<int>(n - i)));
+    return S::ReduceAdd(S::Add(S::Add(acc[0], acc[1]), S::Add(acc[2], acc[3])));
+  }
+
+  // sum(x - pivot) and sum((x - pivot)^2) over x[i0, i0 + n), in double:
+  // x - pivot is exact there and the sums keep the mean accurate far below
+  // the spread, which a beta that cancels the rest of the output needs.
+  template <DType D>
+  static void CenteredPass(const void* x, int64_t i0, int64_t n, float pivot, double* sum_d, double* sum_d2) {
+    using DV = typename S::D;
+    const DV p = S::DSet1(pivot);
+    const DV zero = S::DSet1(0.0);
+    DV s_lo = zero, s_hi = zero, q_lo = zero, q_hi = zero;
+    auto add = [&](F v) {
+      DV lo, hi;
+      S::Widen(v, &lo, &hi);
+      lo = S::DSub(lo, p);
+      s_lo = S::DAdd(s_lo, lo);
+      q_lo = S::DMulAdd(lo, lo, q_lo);
+      if constexpr (S::kHasHighHalf) {
+        hi = S::DSub(hi, p);
+        s_hi = S::DAdd(s_hi, hi);
+        q_hi = S::DMulAdd(hi, hi, q_hi);
+      }
+    };
+    int64_t i = 0;
+    for (; i + W <= n; i += W) add(S::template Load<D>(x, i0 + i));
+    if (i < n) {
+      // Lanes past the end hold the pivot, so they add exactly zero.
+      const int rest = static_cast<int>(n - i);
+      add(S::SelectFirst(S::template LoadPartial<D>(x, i0 + i, rest), S::Set1(pivot), rest));
+    }
+    *sum_d = S::DReduceAdd(S::DAdd(s_lo, s_hi));
+    *sum_d2 = S::DReduceAdd(S::DAdd(q_lo, q_hi));
+  }
+
+  // Sum of squares of x[i0, i0 + n) (or of h, written with kResidual) in double.
+  template <DType D, bool kResidual>
+  static double SquaresPass(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+    using DV = typename S::D;
+    const DV zero = S::DSet1(0.0);
+    DV q_lo = zero, q_hi = zero;
+    auto add = [&](F v) {
+      DV lo, hi;
+      S::Widen(v, &lo, &hi);
+      q_lo = S::DMulAdd(lo, lo, q_lo);
+      q_hi = S::DMulAdd(hi, hi, q_hi);
+    };
+    int64_t i = 0;
+    for (; i + W <= n; i += W) add(LoadInput<D, kResidual>(x, r, h, i0 + i));
+    if (i < n) add(LoadInputPartial<D, kResidual>(x, r, h, i0 + i, static_cast<int>(n - i)));
+    return S::DReduceAdd(S::DAdd(q_lo, q_hi));
+  }
+
+  // Mean and M2 of x[i0, i0 + n) (or of h = x + r, written to h).
+  template <DType D, bool kResidual>
+  static Moments RunMoments(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+    const void* cached = kResidual ? h : x;
+    Moments total;
+    for (int64_t c = 0; c < n; c += kStatsChunk) {
+      const int64_t len = std::min(kStatsChunk, n - c);
+      const float pivot = FirstPass<D, kResidual>(x, r, h, i0 + c, len) / static_cast<float>(len);
+      double sum_d = 0, sum_d2 = 0;
+      CenteredPass<D>(cached, i0 + c, len, pivot, &sum_d, &sum_d2);
+      const double dlen = static_cast<double>(len);
+      Moments chunk;
+      chunk.count = dlen;
+      chunk.mean = static_cast<double>(pivot) + sum_d / dlen;
+      chunk.m2 = std::max(0.0, sum_d2 - sum_d * sum_d / dlen);
+      MergeMoments(total, chunk);
+    }
+    return total;
+  }
+
+  // Sum of squares of x[i0, i0 + n) (or of h), chunk by chunk.
+  template <DType D, bool kResidual>
+  static double RunSumSquares(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+    double total = 0;
+    for (int64_t c = 0; c < n; c += kStatsChunk) {
+      total += SquaresPass<D, kResidual>(x, r, h, i0 + c, std::min(kStatsChunk, n - c));
+    }
+    return total;
+  }
+
+  // Parameters come as FLOAT32 or as the input's dtype.
+  template <DType D>
+  static F LoadParam(const void* p, bool is_f32, int64_t i) {
+    return is_f32 ? S::template Load<DType::kFloat32>(p, i) : S::template Load<D>(p, i);
+  }
+  template <DType D>
+  static F LoadParamPartial(const void* p, bool is_f32, int64_t i, int n) {
+    return is_f32 ? S::template LoadPartial<DType::kFloat32>(p, i, n) : S::template LoadPartial<D>(p, i, n);
+  }
+
+  // Per-element gamma / beta of a LAYER/RMS row; data == nullptr when absent.
+  struct RowParams {
+    const void* gamma = nullptr;
+    bool gamma_f32 = true;
+    int64_t gamma_offset = 0;
+    const void* beta = nullptr;
+    bool beta_f32 = true;
+    int64_t beta_offset = 0;
+    bool unit_offset = false;
+  };
+
+  // Loads element vector [i, i + rest) of a buffer: a full vector when rest == W.
+  template <DType D>
+  static F LoadSome(const void* p, int64_t i, int rest) {
+    return rest == W ? S::template Load<D>(p, i) : S::template LoadPartial<D>(p, i, rest);
+  }
+  template <DType D>
+  static F LoadParamSome(const void* p, bool is_f32, int64_t i, int rest) {
+    return rest == W ? LoadParam<D>(p, is_f32, i) : LoadParamPartial<D>(p, is_f32, i, rest);
+  }
+
+  // Writes y[i0, i0 + n) from compute(i, rest), which returns the values of
+  // elements [i, i + rest) of the run. With `stream`, full vectors go out as
+  // non-temporal stores (after a partial vector that reaches alignment), so a
+  // large output does not first read its cache lines. The output pass is
+  // elementwise, so where the vectors start never changes a value.
+  template <DType DOut, typename Compute>
+  static void StoreLoop(void* y, int64_t i0, int64_t n, bool stream, Compute compute) {
+    int64_t i = 0;
+    if (stream) {
+      constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DOut));
+      constexpr int64_t kAlign = W * kElem;
+      const int64_t misaligned = static_cast<int64_t>(reinterpret_cast<uintptr_t>(y) + i0 * kElem) % kAlign;
+      if (misaligned % kElem == 0 && misaligned != 0) {
+        const int rest = static_cast<int>(std::min<int64_t>(n, W - misaligned / kElem));
+        S::template StorePartial<DOut>(y, i0, compute(0, rest), rest);
+        i = rest;
+      }
+      if (misaligned % kElem == 0) {
+        for (; i + W <= n; i += W) S::template StoreStream<DOut>(y, i0 + i, compute(i, W));
+      }
+    }
+    for (; i + W <= n; i += W) S::template Store<DOut>(y, i0 + i, compute(i, W));
+    if (i < n) {
+      const int rest = static_cast<int>(n - i);
+      S::template StorePartial<DOut>(y, i0 + i, compute(i, rest), rest);
+    }
+  }
+
+  // y = ((v - mean) * rstd) * g + b in double, g = 1 + gamma with unit_offset.
+  static F WideAffine(F v, const GroupTransform& t, bool has_gamma, F gamma, bool unit_offset, F beta) {
+    using D = typename S::D;
+    const D mean = S::DSet1(t.mean_wide), rs = S::DSet1(t.rstd_wide), one = S::DSet1(1.0);
+    D v_lo, v_hi, g_lo, g_hi, b_lo, b_hi;
+    S::Widen(v, &v_lo, &v_hi);
+    S::Widen(beta, &b_lo, &b_hi);
+    if (has_gamma) {
+      S::Widen(gamma, &g_lo, &g_hi);
+      if (unit_offset) {
+        g_lo = S::DAdd(g_lo, one);
+        g_hi = S::DAdd(g_hi, one);
+      }
+    } else {
+      g_lo = g_hi = one;
+    }
+    const D lo = S::DMulAdd(S::DMul(S::DSub(v_lo, mean), rs), g_lo, b_lo);
+    const D hi = S::DMulAdd(S::DMul(S::DSub(v_hi, mean), rs), g_hi, b_hi);
+    return S::Narrow(lo, hi);
+  }
+
+  // The float output pass is accurate to a few float ulps of its largest
+  // term, ((x - mean) * rstd) * g. When beta cancels that term, the result
+  // can be so much smaller that this is more than 1 ulp of a FLOAT16 or
+  // BFLOAT16 result; such vectors (rare) are recomputed in double. Below
+  // 2^-8 of the term leaves a wide margin (the float error is < 2^-21 of it).
+  static bool Cancels(F result, F term) { return S::AnyAbsBelow(result, term, 1.0f / 256.0f); }
+
+  template <DType DIn, DType DOut>
+  static void NormalizeRow(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
+                           const RowParams& prm, bool stream) {
+    const F p = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction), one = S::Set1(1.0f);
+    const bool has_gamma = prm.gamma != nullptr, has_beta = prm.beta != nullptr;
+    StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) {
+      const F v = LoadSome<DIn>(x, i0 + i, rest);
+      const F out = S::MulSub(S::Sub(v, p), rs, corr);
+      const F gamma = has_gamma ? LoadParamSome<DIn>(prm.gamma, prm.gamma_f32, prm.gamma_offset + i, rest) : one;
+      const F g = has_gamma && prm.unit_offset ? S::Add(gamma, one) : gamma;
+      if (!has_beta) return has_gamma ? S::Mul(out, g) : out;
+      const F b = LoadParamSome<DIn>(prm.beta, prm.beta_f32, prm.beta_offset + i, rest);
+      const F result = has_gamma ? S::MulAdd(out, g, b) : S::Add(out, b);
+      if constexpr (kWideOutput<DOut>) {
+        if (Cancels(result, has_gamma ? S::Mul(out, g) : out)) {
+          return WideAffine(v, t, has_gamma, gamma, prm.unit_offset, b);
+        }
+      }
+      return result;
+    });
+  }
+
+  // One channel's run of elements with scalar gamma / beta (GROUP, INSTANCE,
+  // BATCH). `gamma` already includes the unit offset (exactly, in double).
+  template <DType DIn, DType DOut>
+  static void NormalizeSegment(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
+                               bool has_gamma, double gamma, bool has_beta, double beta, bool stream) {
+    const F p = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction);
+    const F g = S::Set1(static_cast<float>(gamma)), b = S::Set1(static_cast<float>(beta));
+    StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) {
+      const F v = LoadSome<DIn>(x, i0 + i, rest);
+      const F out = S::MulSub(S::Sub(v, p), rs, corr);
+      if (!has_beta) return has_gamma ? S::Mul(out, g) : out;
+      const F result = has_gamma ? S::MulAdd(out, g, b) : S::Add(out, b);
+      if constexpr (kWideOutput<DOut>) {
+        if (Cancels(result, has_gamma ? S::Mul(out, g) : out)) return WideSegment(v, t, has_gamma, gamma, beta);
+      }
+      return result;
+    });
+  }
+
+  static F WideSegment(F v, const GroupTransform& t, bool has_gamma, double gamma, double beta) {
+    using D = typename S::D;
+    const D mean = S::DSet1(t.mean_wide), rs = S::DSet1(t.rstd_wide);
+    const D g = S::DSet1(has_gamma ? gamma : 1.0), b = S::DSet1(beta);
+    D lo, hi;
+    S::Widen(v, &lo, &hi);
+    return S::Narrow(S::DMulAdd(S::DMul(S::DSub(lo, mean), rs), g, b), S::DMulAdd(S::DMul(S::DSub(hi, mean), rs), g, b));
+  }
+
+  // h = round(x + r) over [i0, i0 + n), written to h.
+  template <DType D>
+  static void ResidualPass(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+    int64_t i = 0;
+    for (; i + W <= n; i += W) {
+      S::template Store<D>(h, i0 + i, S::Add(S::template Load<D>(x, i0 + i), S::template Load<D>(r, i0 + i)));
+    }
+    if (i < n) {
+      const int rest = static_cast<int>(n - i);
+      const F v = S::Add(S::template LoadPartial<D>(x, i0 + i, rest), S::template LoadPartial<D>(r, i0 + i, rest));
+      S::template StorePartial<D>(h, i0 + i, v, rest);
+    }
+  }
+
+  template <DType DIn, DType DOut, bool kRms, bool kResidual>
+  static void LayerRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
+    const NormProblem& p = *pp.problem;
+    const int64_t cols = pp.unit_length;
+    const void* x = p.input.data;
+    const void* r = p.residual.data;
+    void* h = p.out.residual_out;
+    const void* normalized = kResidual ? static_cast<const void*>(h) : x;
+    RowParams prm;
+    prm.gamma = p.gamma.data;
+    prm.gamma_f32 = p.gamma.dtype == DType::kFloat32;
+    prm.beta = p.beta.data;
+    prm.beta_f32 = p.beta.dtype == DType::kFloat32;
+    prm.unit_offset = p.unit_offset;
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t i0 = row * cols;
+      GroupTransform t;
+      if constexpr (kRms) {
+        const double sum_squares = RunSumSquares<DIn, kResidual>(x, r, h, i0, cols);
+        t = MakeTransform(0.0, sum_squares / static_cast<double>(cols), std::isfinite(sum_squares), p.epsilon);
+        // RMS does not center: the pivot and correction are exactly zero.
+        if (std::isfinite(sum_squares)) t.pivot = t.correction = 0.0f;
+      } else {
+        const Moments m = RunMoments<DIn, kResidual>(x, r, h, i0, cols);
+        t = MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
+      }
+      if (prm.gamma != nullptr) prm.gamma_offset = pp.gamma_rows.Offset(row);
+      if (prm.beta != nullptr) prm.beta_offset = pp.beta_rows.Offset(row);
+      NormalizeRow<DIn, DOut>(normalized, p.out.output, i0, cols, t, prm, pp.stream_output);
+      if (!kRms && p.out.mean != nullptr) p.out.mean[row] = t.mean_out;
+      if (p.out.rstd != nullptr) p.out.rstd[row] = t.rstd_out;
+    }
+  }
+
+  template <DType DIn, DType DOut, bool kResidual>
+  static void GroupUnits(const PreparedProblem& pp, int64_t begin, int64_t end) {
+    const NormProblem& p = *pp.problem;
+    const ProblemGeometry& geo = pp.geometry;
+    const int64_t channels_per_group = geo.channels / geo.num_groups;
+    const void* x = p.input.data;
+    void* h = p.out.residual_out;
+    const void* normalized = kResidual ? static_cast<const void*>(h) : x;
+    for (int64_t group = begin; group < end; ++group) {
+      const int64_t i0 = group * geo.group_size;
+      const Moments m = RunMoments<DIn, kResidual>(x, p.residual.data, h, i0, geo.group_size);
+      const GroupTransform t =
+          MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
+      const int64_t first_channel = (group % geo.num_groups) * channels_per_group;
+      for (int64_t j = 0; j < channels_per_group; ++j) {
+        const int64_t c = first_channel + j;
+        const double g = p.gamma.present() ? LoadParamScalar(p.gamma, c, p.unit_offset) : 1.0;
+        const double b = p.beta.present() ? LoadAsFloat(p.beta.data, p.beta.dtype, c) : 0.0;
+        NormalizeSegment<DIn, DOut>(normalized, p.out.output, i0 + j * geo.spatial, geo.spatial, t,
+                                    p.gamma.present(), g, p.beta.present(), b, pp.stream_output);
+      }
+      if (p.out.mean != nullptr) p.out.mean[group] = t.mean_out;
+      if (p.out.rstd != nullptr) p.out.rstd[group] = t.rstd_out;
+    }
+  }
+
+  // BATCH_NORM segments (n, c): the channel transform is already prepared.
+  template <DType DIn, DType DOut>
+  static void BatchUnits(const PreparedProblem& pp, int64_t begin, int64_t end) {
+    const NormProblem& p = *pp.problem;
+    const ProblemGeometry& geo = pp.geometry;
+    const bool residual = p.residual.present();
+    const void* normalized = residual ? static_cast<const void*>(p.out.residual_out) : p.input.data;
+    for (int64_t seg = begin; seg < end; ++seg) {
+      const int64_t c = seg % geo.channels;
+      const int64_t i0 = seg * geo.spatial;
+      if (residual && !pp.input_is_residual_out) {
+        ResidualPass<DIn>(p.input.data, p.residual.data, p.out.residual_out, i0, geo.spatial);
+      }
+      GroupTransform t;
+      t.pivot = pp.channel_pivot[c];
+      t.rstd = pp.channel_rstd[c];
+      t.correction = pp.channel_correction[c];
+      t.mean_wide = pp.channel_mean_wide[c];
+      t.rstd_wide = pp.channel_rstd_wide[c];
+      const double g = p.gamma.present() ? LoadParamScalar(p.gamma, c, p.unit_offset) : 1.0;
+      const double b = p.beta.present() ? LoadAsFloat(p.beta.data, p.beta.dtype, c) : 0.0;
+      NormalizeSegment<DIn, DOut>(normalized, p.out.output, i0, geo.spatial, t, p.gamma.present(), g,
+                                  p.beta.present(), b, pp.stream_output);
+    }
+  }
+
+  template <DType DIn, bool kResidual>
+  static void BatchChannelStatsT(PreparedProblem& pp, int64_t begin, int64_t end) {
+    const NormProblem& p = *pp.problem;
+    const ProblemGeometry& geo = pp.geometry;
+    for (int64_t c = begin; c < end; ++c) {
+      Moments m;
+      for (int64_t n = 0; n < geo.n; ++n) {
+        const int64_t i0 = (n * geo.channels + c) * geo.spatial;
+        MergeMoments(m, RunMoments<DIn, kResidual>(p.input.data, p.residual.data, p.out.residual_out, i0, geo.spatial));
+      }
+      const GroupTransform t =
+          MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
+      pp.channel_pivot[c] = t.pivot;
+      pp.channel_rstd[c] = t.rstd;
+      pp.channel_correction[c] = t.correction;
+      pp.channel_mean_wide[c] = t.mean_wide;
+      pp.channel_rstd_wide[c] = t.rstd_wide;
+      if (p.out.mean != nullptr) p.out.mean[c] = t.mean_out;
+      if (p.out.rstd != nullptr) p.out.rstd[c] = t.rstd_out;
+      if (p.out.variance != nullptr) p.out.variance[c] = t.variance_out;
+    }
+  }
+
+  template <DType DIn, DType DOut>
+  static void RunUnitsT(const PreparedProblem& pp, int64_t begin, int64_t end) {
+    const bool residual = pp.problem->residual.present();
+    switch (pp.problem->kind) {
+      case NormKind::kLayerNorm:
+        return residual ? LayerRows<DIn, DOut, false, true>(pp, begin, end)
+                        : LayerRows<DIn, DOut, false, false>(pp, begin, end);
+      case NormKind::kRmsNorm:
+        return residual ? LayerRows<DIn, DOut, true, true>(pp, begin, end)
+                        : LayerRows<DIn, DOut, true, false>(pp, begin, end);
+      case NormKind::kGroupNorm:
+      case NormKind::kInstanceNorm:
+        return residual ? GroupUnits<DIn, DOut, true>(pp, begin, end) : GroupUnits<DIn, DOut, false>(pp, begin, end);
+      case NormKind::kBatchNorm:
+        return BatchUnits<DIn, DOut>(pp, begin, end);
+    }
+  }
+
+  template <DType DIn>
+  static void RunUnitsIn(const PreparedProblem& pp, int64_t begin, int64_t end) {
+    switch (pp.problem->output_dtype) {
+      case DType::kFloat32:
+        return RunUnitsT<DIn, DType::kFloat32>(pp, begin, end);
+      case DType::kFloat16:
+        return RunUnitsT<DIn, DType::kFloat16>(pp, begin, end);
+      case DType::kBFloat16:
+        return RunUnitsT<DIn, DType::kBFloat16>(pp, begin, end);
+    }
+  }
+
+  static void RunUnits(const PreparedProblem& pp, int64_t begin, int64_t end) {
+    switch (pp.problem->input.dtype) {
+      case DType::kFloat32:
+        return RunUnitsIn<DType::kFloat32>(pp, begin, end);
+      case DType::kFloat16:
+        return RunUnitsIn<DType::kFloat16>(pp, begin, end);
+      case DType::kBFloat16:
+        return RunUnitsIn<DType::kBFloat16>(pp, begin, end);
+    }
+  }
+
+  template <DType DIn>
+  static void BatchChannelStatsIn(PreparedProblem& pp, int64_t begin, int64_t end) {
+    if (pp.problem->residual.present()) {
+      BatchChannelStatsT<DIn, true>(pp, begin, end);
+    } else {
+      BatchChannelStatsT<DIn, false>(pp, begin, end);
+    }
+  }
+
+  static void BatchChannelStats(PreparedProblem& pp, int64_t begin, int64_t end) {
+    switch (pp.problem->input.dtype) {
+      case DType::kFloat32:
+        return BatchChannelStatsIn<DType::kFloat32>(pp, begin, end);
+      case DType::kFloat16:
+        return BatchChannelStatsIn<DType::kFloat16>(pp, begin, end);
+      case DType::kBFloat16:
+        return BatchChannelStatsIn<DType::kBFloat16>(pp, begin, end);
+    }
+  }
+
+  static KernelTable Table() { return KernelTable{&RunUnits, &BatchChannelStats}; }
+};
+
+}  // namespace
+}  // namespace normserve::kernels::cpu
+
+#endif  // NORMSERVE_KERNELS_CPU_NORM_KERNELS_IMPL_H_

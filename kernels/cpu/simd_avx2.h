@@ -1,0 +1,140 @@
+// Eight-lane float vector over AVX2 + FMA + F16C for norm_kernels_impl.h.
+// Include only from translation units compiled with -mavx2 -mfma -mf16c.
+//
+// FLOAT16 converts with F16C (round to nearest even, NaN kept), BFLOAT16 by
+// integer operations that match FloatToBFloat16Bits bit for bit. Partial
+// vectors (row tails) go through a small stack buffer.
+#ifndef NORMSERVE_KERNELS_CPU_SIMD_AVX2_H_
+#define NORMSERVE_KERNELS_CPU_SIMD_AVX2_H_
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "normserve/kernels/types.h"
+
+namespace normserve::kernels::cpu {
+
+struct Avx2Simd {
+  using F = __m256;
+  static constexpr int kWidth = 8;
+
+  static F Zero() { return _mm256_setzero_ps(); }
+  static F Set1(float v) { return _mm256_set1_ps(v); }
+  static F Add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F Sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F Mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F MulAdd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static F MulSub(F a, F b, F c) { return _mm256_fmsub_ps(a, b, c); }
+  // Fixed pairwise order, so a given vector always reduces to the same bits.
+  static float ReduceAdd(F v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static F KeepFirst(F v, int n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+    return _mm256_and_ps(v, _mm256_castsi256_ps(keep));
+  }
+
+  // Double precision halves of a vector, for outputs that need them.
+  using D = __m256d;
+  static constexpr bool kHasHighHalf = true;
+  static D DSet1(double v) { return _mm256_set1_pd(v); }
+  static void Widen(F v, D* lo, D* hi) {
+    *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+    *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+  }
+  static F Narrow(D lo, D hi) { return _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo)); }
+  static D DSub(D a, D b) { return _mm256_sub_pd(a, b); }
+  static D DMul(D a, D b) { return _mm256_mul_pd(a, b); }
+  static D DAdd(D a, D b) { return _mm256_add_pd(a, b); }
+  static D DMulAdd(D a, D b, D c) { return _mm256_fmadd_pd(a, b, c); }
+  static double DReduceAdd(D v) {
+    const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }
+  static bool AnyAbsBelow(F result, F term, float ratio) {
+    const F sign = _mm256_set1_ps(-0.0f);
+    const F lhs = _mm256_andnot_ps(sign, result);
+    const F rhs = _mm256_mul_ps(_mm256_andnot_ps(sign, term), _mm256_set1_ps(ratio));
+    return _mm256_movemask_ps(_mm256_cmp_ps(lhs, rhs, _CMP_LT_OQ)) != 0;
+  }
+  static F SelectFirst(F v, F fallback, int n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+    return _mm256_blendv_ps(fallback, v, _mm256_castsi256_ps(keep));
+  }
+
+  static __m128i FloatToBFloat16x8(F v) {
+    const __m256i x = _mm256_castps_si256(v);
+    const __m256i abs = _mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff));
+    const __m256i is_nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f800000));
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+    const __m256i rounded =
+        _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), odd), 16);
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
+    const __m256i bits = _mm256_blendv_epi8(rounded, quiet, is_nan);
+    // Every lane is <= 0xffff, so the unsigned-saturating pack is exact.
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(bits, bits), 0xd8);
+    return _mm256_castsi256_si128(packed);
+  }
+
+  template <DType D>
+  static F Load(const void* p, int64_t i) {
+    if constexpr (D == DType::kFloat32) {
+      return _mm256_loadu_ps(static_cast<const float*>(p) + i);
+    } else {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
+      if constexpr (D == DType::kFloat16) {
+        return _mm256_cvtph_ps(h);
+      } else {
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+      }
+    }
+  }
+  template <DType D>
+  static F LoadPartial(const void* p, int64_t i, int n) {
+    alignas(32) uint8_t buf[32] = {};
+    std::memcpy(buf, static_cast<const uint8_t*>(p) + i * DTypeSize(D), static_cast<size_t>(n) * DTypeSize(D));
+    return Load<D>(buf, 0);
+  }
+  template <DType D>
+  static void Store(void* p, int64_t i, F v) {
+    if constexpr (D == DType::kFloat32) {
+      _mm256_storeu_ps(static_cast<float*>(p) + i, v);
+    } else {
+      __m128i h;
+      if constexpr (D == DType::kFloat16) {
+        h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      } else {
+        h = FloatToBFloat16x8(v);
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(p) + i), h);
+    }
+  }
+  // Non-temporal store. REQUIRES: the address is aligned to the vector's bytes.
+  template <DType D>
+  static void StoreStream(void* p, int64_t i, F v) {
+    if constexpr (D == DType::kFloat32) {
+      _mm256_stream_ps(static_cast<float*>(p) + i, v);
+    } else {
+      const __m128i h = D == DType::kFloat16 ? _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+                                             : FloatToBFloat16x8(v);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(p) + i), h);
+    }
+  }
+  template <DType D>
+  static void StorePartial(void* p, int64_t i, F v, int n) {
+    alignas(32) uint8_t buf[32];
+    Store<D>(buf, 0, v);
+    std::memcpy(static_cast<uint8_t*>(p) + i * DTypeSize(D), buf, static_cast<size_t>(n) * DTypeSize(D));
+  }
+};
+
+}  // namespace normserve::kernels::cpu
+
+#endif  // NORMSERVE_KERNELS_CPU_SIMD_AVX2_H_

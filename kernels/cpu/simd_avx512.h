@@ -1,0 +1,139 @@
+// Sixteen-lane float vector over AVX-512 (F, BW, VL) for norm_kernels_impl.h.
+// Include only from translation units compiled with the AVX-512 flags.
+//
+// FLOAT16 converts with vcvtph2ps / vcvtps2ph (round to nearest even, NaN
+// kept). BFLOAT16 rounds by integer operations, not vcvtneps2bf16: that
+// instruction treats denormal inputs as zero and flushes denormal results,
+// so it would not match FloatToBFloat16Bits bit for bit. Partial vectors use
+// masked loads and stores, which never touch memory beyond the row.
+#ifndef NORMSERVE_KERNELS_CPU_SIMD_AVX512_H_
+#define NORMSERVE_KERNELS_CPU_SIMD_AVX512_H_
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "normserve/kernels/types.h"
+
+namespace normserve::kernels::cpu {
+
+struct Avx512Simd {
+  using F = __m512;
+  static constexpr int kWidth = 16;
+
+  static F Zero() { return _mm512_setzero_ps(); }
+  static F Set1(float v) { return _mm512_set1_ps(v); }
+  static F Add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F Sub(F a, F b) { return _mm512_sub_ps(a, b); }
+  static F Mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F MulAdd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F MulSub(F a, F b, F c) { return _mm512_fmsub_ps(a, b, c); }
+  // Fixed pairwise order (halves, then quarters, ...).
+  static float ReduceAdd(F v) {
+    const __m256 lo = _mm512_castps512_ps256(v);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    const __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  // Double precision halves of a vector, for outputs that need them.
+  using D = __m512d;
+  static constexpr bool kHasHighHalf = true;
+  static D DSet1(double v) { return _mm512_set1_pd(v); }
+  static void Widen(F v, D* lo, D* hi) {
+    *lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    *hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  }
+  static F Narrow(D lo, D hi) {
+    const __m256 l = _mm512_cvtpd_ps(lo), h = _mm512_cvtpd_ps(hi);
+    return _mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(l)), _mm256_castps_pd(h), 1));
+  }
+  static D DSub(D a, D b) { return _mm512_sub_pd(a, b); }
+  static D DMul(D a, D b) { return _mm512_mul_pd(a, b); }
+  static D DAdd(D a, D b) { return _mm512_add_pd(a, b); }
+  static D DMulAdd(D a, D b, D c) { return _mm512_fmadd_pd(a, b, c); }
+  static double DReduceAdd(D v) {
+    const __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+    const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }
+
+  static __mmask16 FirstLanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  static F KeepFirst(F v, int n) { return _mm512_maskz_mov_ps(FirstLanes(n), v); }
+  static bool AnyAbsBelow(F result, F term, float ratio) {
+    const F rhs = _mm512_mul_ps(_mm512_abs_ps(term), _mm512_set1_ps(ratio));
+    return _mm512_cmp_ps_mask(_mm512_abs_ps(result), rhs, _CMP_LT_OQ) != 0;
+  }
+  static F SelectFirst(F v, F fallback, int n) { return _mm512_mask_mov_ps(fallback, FirstLanes(n), v); }
+
+  static __m256i FloatToBFloat16x16(F v) {
+    const __m512i x = _mm512_castps_si512(v);
+    const __m512i abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff));
+    const __mmask16 is_nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f800000));
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+    __m512i bits = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), odd), 16);
+    bits = _mm512_mask_or_epi32(bits, is_nan, _mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(bits);
+  }
+  static F Widen(__m256i h, DType d) {
+    if (d == DType::kFloat16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+
+  template <DType D>
+  static F Load(const void* p, int64_t i) {
+    if constexpr (D == DType::kFloat32) {
+      return _mm512_loadu_ps(static_cast<const float*>(p) + i);
+    } else {
+      return Widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)), D);
+    }
+  }
+  template <DType D>
+  static F LoadPartial(const void* p, int64_t i, int n) {
+    if constexpr (D == DType::kFloat32) {
+      return _mm512_maskz_loadu_ps(FirstLanes(n), static_cast<const float*>(p) + i);
+    } else {
+      return Widen(_mm256_maskz_loadu_epi16(FirstLanes(n), static_cast<const uint16_t*>(p) + i), D);
+    }
+  }
+  template <DType D>
+  static __m256i Narrow(F v) {
+    if constexpr (D == DType::kFloat16) {
+      return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+      return FloatToBFloat16x16(v);
+    }
+  }
+  template <DType D>
+  static void Store(void* p, int64_t i, F v) {
+    if constexpr (D == DType::kFloat32) {
+      _mm512_storeu_ps(static_cast<float*>(p) + i, v);
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(p) + i), Narrow<D>(v));
+    }
+  }
+  // Non-temporal store. REQUIRES: the address is aligned to the vector's bytes.
+  template <DType D>
+  static void StoreStream(void* p, int64_t i, F v) {
+    if constexpr (D == DType::kFloat32) {
+      _mm512_stream_ps(static_cast<float*>(p) + i, v);
+    } else {
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(p) + i), Narrow<D>(v));
+    }
+  }
+  template <DType D>
+  static void StorePartial(void* p, int64_t i, F v, int n) {
+    if constexpr (D == DType::kFloat32) {
+      _mm512_mask_storeu_ps(static_cast<float*>(p) + i, FirstLanes(n), v);
+    } else {
+      _mm256_mask_storeu_epi16(static_cast<uint16_t*>(p) + i, FirstLanes(n), Narrow<D>(v));
+    }
+  }
+};
+
+}  // namespace normserve::kernels::cpu
+
+#endif  // NORMSERVE_KERNELS_CPU_SIMD_AVX512_H_

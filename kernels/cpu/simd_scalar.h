@@ -1,0 +1,73 @@
+// Scalar "vector" of one float for the generic kernels in norm_kernels_impl.h.
+// Portable C++; used where the CPU has no AVX2 or NORMSERVE_CPU_ISA=scalar.
+#ifndef NORMSERVE_KERNELS_CPU_SIMD_SCALAR_H_
+#define NORMSERVE_KERNELS_CPU_SIMD_SCALAR_H_
+
+#include <cmath>
+#include <cstdint>
+
+#include "normserve/kernels/types.h"
+
+namespace normserve::kernels::cpu {
+
+struct ScalarSimd {
+  using F = float;
+  static constexpr int kWidth = 1;
+
+  static F Zero() { return 0.0f; }
+  static F Set1(float v) { return v; }
+  static F Add(F a, F b) { return a + b; }
+  static F Sub(F a, F b) { return a - b; }
+  static F Mul(F a, F b) { return a * b; }
+  // a * b + c, rounded twice: the scalar build has no guaranteed FMA.
+  static F MulAdd(F a, F b, F c) { return a * b + c; }
+  // a * b - c.
+  static F MulSub(F a, F b, F c) { return a * b - c; }
+  static float ReduceAdd(F v) { return v; }
+  // Lanes at and beyond n become zero; with one lane n is always 1 here.
+  static F KeepFirst(F v, int n) { return n > 0 ? v : 0.0f; }
+
+  // Double precision halves of a vector (here: the one value and an unused zero).
+  using D = double;
+  static constexpr bool kHasHighHalf = false;
+  static D DSet1(double v) { return v; }
+  static void Widen(F v, D* lo, D* hi) {
+    *lo = v;
+    *hi = 0.0;
+  }
+  static F Narrow(D lo, D /*hi*/) { return static_cast<float>(lo); }
+  static D DSub(D a, D b) { return a - b; }
+  static D DMul(D a, D b) { return a * b; }
+  static D DAdd(D a, D b) { return a + b; }
+  static D DMulAdd(D a, D b, D c) { return a * b + c; }
+  static double DReduceAdd(D v) { return v; }
+  // Whether |result| < |term| * ratio in any lane.
+  static bool AnyAbsBelow(F result, F term, float ratio) { return std::fabs(result) < std::fabs(term) * ratio; }
+  // Lanes below n from v, the rest from fallback.
+  static F SelectFirst(F v, F fallback, int n) { return n > 0 ? v : fallback; }
+
+  template <DType D>
+  static F Load(const void* p, int64_t i) {
+    return LoadAsFloat(p, D, i);
+  }
+  template <DType D>
+  static F LoadPartial(const void* p, int64_t i, int n) {
+    return n > 0 ? LoadAsFloat(p, D, i) : 0.0f;
+  }
+  template <DType D>
+  static void Store(void* p, int64_t i, F v) {
+    StoreFromFloat(p, D, i, v);
+  }
+  template <DType D>
+  static void StoreStream(void* p, int64_t i, F v) {
+    StoreFromFloat(p, D, i, v);
+  }
+  template <DType D>
+  static void StorePartial(void* p, int64_t i, F v, int n) {
+    if (n > 0) StoreFromFloat(p, D, i, v);
+  }
+};
+
+}  // namespace normserve::kernels::cpu
+
+#endif  // NORMSERVE_KERNELS_CPU_SIMD_SCALAR_H_

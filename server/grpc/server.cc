@@ -1,0 +1,126 @@
+#include "server/grpc/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace normserve::server {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", flag, " ", path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& options) {
+  const bool has_cert = !options.tls_cert.empty();
+  const bool has_key = !options.tls_key.empty();
+  if (!has_cert && !has_key) {
+    if (!options.tls_client_ca.empty()) {
+      return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (has_cert != has_key) return absl::InvalidArgumentError("--tls_cert and --tls_key must be given together");
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  absl::StatusOr<std::string> key = ReadFile(options.tls_key, "--tls_key");
+  if (!key.ok()) return key.status();
+  absl::StatusOr<std::string> cert = ReadFile(options.tls_cert, "--tls_cert");
+  if (!cert.ok()) return cert.status();
+  pair.private_key = *std::move(key);
+  pair.cert_chain = *std::move(cert);
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!options.tls_client_ca.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(options.tls_client_ca, "--tls_client_ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
+NormServer::NormServer(NormCore* core, std::unique_ptr<NormServiceImpl> service,
+                       std::chrono::milliseconds health_poll)
+    : core_(core), service_(std::move(service)), health_poll_(health_poll) {}
+
+absl::StatusOr<std::unique_ptr<NormServer>> NormServer::Start(const ServerOptions& options, NormCore* core) {
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = Credentials(options);
+  if (!credentials.ok()) return credentials.status();
+
+  std::unique_ptr<NormServer> server(new NormServer(
+      core, std::make_unique<NormServiceImpl>(core, options.service), options.health_poll));
+  grpc::EnableDefaultHealthCheckService(true);
+  if (options.enable_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(options.host.find(':') != std::string::npos
+                                                ? absl::StrCat("[", options.host, "]")
+                                                : options.host,
+                                            ":", options.port);
+  builder.AddListeningPort(address, *credentials, &server->port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(options.max_message_bytes, INT32_MAX)));
+  builder.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(options.max_message_bytes, INT32_MAX)));
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
+  }
+  // Both names exist before Start returns, so a probe never sees NOT_FOUND.
+  server->serving_ = core->Healthy();
+  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+  health->SetServingStatus("", server->serving_);
+  health->SetServingStatus(kHealthServiceName, server->serving_);
+  server->health_thread_ = std::thread([s = server.get()] { s->HealthLoop(); });
+  return server;
+}
+
+NormServer::~NormServer() { Shutdown(std::chrono::milliseconds(0)); }
+
+void NormServer::HealthLoop() {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    const bool healthy = core_->Healthy();
+    if (healthy != serving_) {
+      serving_ = healthy;
+      health->SetServingStatus("", healthy);
+      health->SetServingStatus(kHealthServiceName, healthy);
+      if (!healthy) std::cerr << "normserve: a backend is unhealthy; health is NOT_SERVING\n";
+    }
+    cv_.wait_for(lock, health_poll_);
+  }
+}
+
+void NormServer::Shutdown(std::chrono::milliseconds grace) {
+  std::call_once(shutdown_once_, [&] {
+    // Order matters: health first (load balancers stop sending), then the
+    // core refuses new work, then gRPC drains the calls in flight, whose
+    // completions need the batcher workers still running.
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (health_thread_.joinable()) health_thread_.join();
+    if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) health->Shutdown();
+    core_->BeginShutdown();
+    server_->Shutdown(std::chrono::system_clock::now() + grace);
+    core_->Shutdown();
+    server_->Wait();
+  });
+}
+
+}  // namespace normserve::server

@@ -1,0 +1,83 @@
+// NormServer: assembles the gRPC server (NormService, grpc.health.v1,
+// optional reflection, TLS / mutual TLS, message limits) around a NormCore,
+// watches backend health, and shuts down gracefully.
+//
+// Start() returns a running server; Shutdown() may be called from any thread
+// once. The core must outlive the server.
+#ifndef NORMSERVE_SERVER_GRPC_SERVER_H_
+#define NORMSERVE_SERVER_GRPC_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "server/core/norm_core.h"
+#include "server/grpc/norm_service.h"
+
+namespace normserve::server {
+
+// The names grpc.health.v1 reports on: "" (the whole server) and the service.
+inline constexpr char kHealthServiceName[] = "normserve.v1.NormService";
+
+struct ServerOptions {
+  // Listening address; port 0 picks a free port (see NormServer::port()).
+  std::string host = "0.0.0.0";
+  int port = 50051;
+  // Largest message received or sent.
+  int64_t max_message_bytes = int64_t{64} << 20;
+  // Registers grpc.reflection.v1alpha.ServerReflection.
+  bool enable_reflection = false;
+  // PEM file paths. cert + key turn on TLS; client_ca also requires and
+  // verifies client certificates (mutual TLS).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  // Stream read-ahead and authentication.
+  NormServiceOptions service;
+  // How often backend health is polled for the health service.
+  std::chrono::milliseconds health_poll{1000};
+};
+
+class NormServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<NormServer>> Start(const ServerOptions& options, NormCore* core);
+  ~NormServer();
+  NormServer(const NormServer&) = delete;
+  NormServer& operator=(const NormServer&) = delete;
+
+  // The bound port.
+  int port() const { return port_; }
+
+  // Health NOT_SERVING, new requests UNAVAILABLE, queued and running ones
+  // finish; after `grace` remaining calls are cancelled. Returns when the
+  // server and the core's workers have stopped. Idempotent.
+  void Shutdown(std::chrono::milliseconds grace);
+
+ private:
+  NormServer(NormCore* core, std::unique_ptr<NormServiceImpl> service, std::chrono::milliseconds health_poll);
+  void HealthLoop();
+
+  NormCore* const core_;
+  std::unique_ptr<NormServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  const std::chrono::milliseconds health_poll_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool serving_ = false;
+  std::thread health_thread_;
+  std::once_flag shutdown_once_;
+};
+
+}  // namespace normserve::server
+
+#endif  // NORMSERVE_SERVER_GRPC_SERVER_H_

@@ -1,0 +1,184 @@
+// Every instruction-set path of the CPU backend (scalar, AVX2, AVX-512; an
+// ISA this CPU lacks is skipped) against the float64 reference: the parity
+// sweep, the edge cases, and bit-exact FLOAT16 / BFLOAT16 rounding of the
+// vector conversions against FloatToHalfBits / FloatToBFloat16Bits.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "normserve/kernels/cpu_backend.h"
+#include "normserve/kernels/testing/parity.h"
+
+namespace normserve::kernels {
+namespace {
+
+using testing::CaseSpec;
+using testing::ProblemCase;
+
+constexpr NormKind kKinds[] = {NormKind::kLayerNorm, NormKind::kRmsNorm, NormKind::kBatchNorm, NormKind::kGroupNorm,
+                               NormKind::kInstanceNorm};
+constexpr DType kDTypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
+constexpr size_t kShownFailures = 20;
+
+void ExpectNoFailures(const std::vector<std::string>& failures) {
+  std::string text;
+  for (size_t i = 0; i < failures.size() && i < kShownFailures; ++i) text += failures[i] + "\n";
+  if (failures.size() > kShownFailures) text += std::to_string(failures.size() - kShownFailures) + " more\n";
+  EXPECT_TRUE(failures.empty()) << text;
+}
+
+class CpuIsaTest : public ::testing::TestWithParam<CpuIsa> {
+ protected:
+  void SetUp() override {
+    if (DetectCpuIsa() < GetParam()) {
+      GTEST_SKIP() << "this CPU lacks " << CpuIsaName(GetParam());
+    }
+    CpuBackendOptions options;
+    options.threads = 2;
+    options.max_isa = GetParam();
+    backend_ = std::make_unique<CpuBackend>(options);
+  }
+  std::unique_ptr<CpuBackend> backend_;
+};
+
+TEST_P(CpuIsaTest, UsesTheRequestedIsa) {
+  EXPECT_EQ(backend_->isa(), GetParam());
+  EXPECT_EQ(backend_->threads(), 2);
+  EXPECT_NE(backend_->device_description().find(std::string(CpuIsaName(GetParam()))), std::string::npos);
+}
+
+TEST_P(CpuIsaTest, ParitySweepMatchesReference) {
+  std::vector<std::string> failures;
+  uint64_t seed = 100;
+  for (const CaseSpec& spec : testing::ParitySweep(31, 1)) {
+    ProblemCase c = testing::MakeRandomCase(spec, ++seed);
+    for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+  }
+  ExpectNoFailures(failures);
+}
+
+TEST_P(CpuIsaTest, EdgeCasesMatchReference) {
+  std::vector<std::string> failures;
+  for (NormKind kind : kKinds) {
+    for (DType dtype : kDTypes) {
+      for (ProblemCase& c : testing::EdgeCases(kind, dtype, 11)) {
+        for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+      }
+    }
+  }
+  ExpectNoFailures(failures);
+}
+
+// Long rows cross several statistics chunks (4096 elements) and end in a
+// partial vector; rows with a large offset test the pivot and correction.
+TEST_P(CpuIsaTest, LongAndOffsetRowsMatchReference) {
+  std::vector<std::string> failures;
+  for (NormKind kind : {NormKind::kLayerNorm, NormKind::kRmsNorm}) {
+    for (DType dtype : kDTypes) {
+      CaseSpec spec;
+      spec.kind = kind;
+      spec.dtype = dtype;
+      spec.shape = {3, 12289};
+      spec.return_stats = true;
+      spec.residual = true;
+      ProblemCase c = testing::MakeRandomCase(spec, 5);
+      for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+
+      spec.shape = {2, 4099};
+      spec.residual = false;
+      ProblemCase shifted = testing::MakeRandomCase(spec, 6);
+      for (int64_t i = 0; i < shifted.input.NumElements(); ++i) {
+        shifted.input.Set(i, (dtype == DType::kFloat32 ? 40000.0f : 1000.0f) + shifted.input.Get(i));
+      }
+      for (std::string& f : testing::CompareToReference(*backend_, shifted)) failures.push_back(std::move(f));
+    }
+  }
+  ExpectNoFailures(failures);
+}
+
+// Float bit patterns that exercise rounding: ties, subnormal results, the
+// FLOAT16 overflow boundary, Inf and NaN with payloads.
+std::vector<uint32_t> ConversionPatterns() {
+  std::vector<uint32_t> bits = {
+      0x3f800000, 0x3f801000, 0x3f800fff, 0x3f801001, 0x3f808000, 0x3f818000, 0x3f807fff,  // ties near 1
+      0x477fe000, 0x477fefff, 0x477ff000, 0x477ff001, 0x47800000, 0x7f7fffff,              // half overflow
+      0x38800000, 0x387fffff, 0x33800000, 0x33000000, 0x33000001, 0x337fffff, 0x00000001,  // half subnormals
+      0x00800000, 0x007fffff, 0x80000001, 0x807fffff,                                      // float subnormals
+      0x7f800000, 0xff800000, 0x7fc00000, 0xffc00001, 0x7f800001, 0x7fbfffff, 0x7fa12345,  // Inf, NaN
+  };
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (int i = 0; i < 4000; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    bits.push_back(static_cast<uint32_t>(state >> 32));
+  }
+  // y = norm(x) * 0 + beta is beta exactly, except that +-0 may change sign.
+  std::vector<uint32_t> nonzero;
+  for (uint32_t b : bits) {
+    if ((b & 0x7fffffff) != 0) nonzero.push_back(b);
+  }
+  return nonzero;
+}
+
+TEST_P(CpuIsaTest, HalfConversionsRoundLikeTheScalarFunctions) {
+  const std::vector<uint32_t> patterns = ConversionPatterns();
+  const int64_t cols = static_cast<int64_t>(patterns.size());
+  for (DType out : {DType::kFloat16, DType::kBFloat16}) {
+    CaseSpec spec;
+    spec.kind = NormKind::kLayerNorm;
+    spec.dtype = DType::kFloat32;
+    spec.params = testing::ParamMode::kAffine;
+    spec.output_dtype = out;
+    spec.shape = {1, cols};
+    ProblemCase c = testing::MakeRandomCase(spec, 9);
+    for (int64_t i = 0; i < cols; ++i) {
+      c.gamma.Set(i, 0.0f);
+      c.beta.Set(i, BitsToFloat(patterns[static_cast<size_t>(i)]));
+    }
+    NormProblem p = c.Problem();
+    ASSERT_TRUE(backend_->Run(&p, 1).ok());
+    const auto* got = reinterpret_cast<const uint16_t*>(c.output.data());
+    int mismatches = 0;
+    for (int64_t i = 0; i < cols && mismatches < 10; ++i) {
+      const float b = BitsToFloat(patterns[static_cast<size_t>(i)]);
+      const uint16_t want = out == DType::kFloat16 ? FloatToHalfBits(b) : FloatToBFloat16Bits(b);
+      if (got[i] != want) {
+        ++mismatches;
+        ADD_FAILURE() << DTypeName(out) << " of float bits 0x" << std::hex << patterns[static_cast<size_t>(i)]
+                      << ": got 0x" << got[i] << ", want 0x" << want;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, CpuIsaTest, ::testing::Values(CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512),
+                         [](const ::testing::TestParamInfo<CpuIsa>& info) {
+                           return std::string(CpuIsaName(info.param));
+                         });
+
+TEST(CpuIsaNames, RoundTrip) {
+  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    CpuIsa parsed;
+    ASSERT_TRUE(ParseCpuIsa(CpuIsaName(isa), &parsed));
+    EXPECT_EQ(parsed, isa);
+  }
+  CpuIsa parsed = CpuIsa::kAvx2;
+  EXPECT_FALSE(ParseCpuIsa("sse2", &parsed));
+  EXPECT_EQ(parsed, CpuIsa::kAvx2);
+}
+
+TEST(CpuIsaEnvironment, LowersTheIsa) {
+  ASSERT_EQ(setenv("NORMSERVE_CPU_ISA", "scalar", 1), 0);
+  EXPECT_EQ(CpuBackend().isa(), CpuIsa::kScalar);
+  // An unknown name is ignored, not an error.
+  ASSERT_EQ(setenv("NORMSERVE_CPU_ISA", "sse9", 1), 0);
+  EXPECT_EQ(CpuBackend().isa(), DetectCpuIsa());
+  ASSERT_EQ(unsetenv("NORMSERVE_CPU_ISA"), 0);
+  CpuBackendOptions options;
+  options.max_isa = CpuIsa::kScalar;
+  EXPECT_EQ(CpuBackend(options).isa(), CpuIsa::kScalar);
+}
+
+}  // namespace
+}  // namespace normserve::kernels

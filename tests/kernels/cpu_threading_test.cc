@@ -1,0 +1,195 @@
+// The CPU backend's thread pool: results are bit for bit the same for 1, 2
+// and 4 threads and for any batch composition, Run() is safe from many
+// threads at once, and the outputs still match the float64 reference.
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "normserve/kernels/cpu_backend.h"
+#include "normserve/kernels/testing/parity.h"
+
+namespace normserve::kernels {
+namespace {
+
+using testing::CaseSpec;
+using testing::ProblemCase;
+
+// Cases large enough (>= 128 KiB moved) that the backend splits them.
+std::vector<CaseSpec> LargeSpecs() {
+  std::vector<CaseSpec> specs;
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    CaseSpec s;
+    s.dtype = dtype;
+    s.return_stats = true;
+
+    s.kind = NormKind::kLayerNorm;
+    s.shape = {6, 50, 777};
+    s.residual = true;
+    s.params = testing::ParamMode::kAdaptivePerSample;
+    specs.push_back(s);
+
+    s.kind = NormKind::kRmsNorm;
+    s.shape = {257, 1024};
+    s.residual = false;
+    s.params = testing::ParamMode::kGammaOnly;
+    s.unit_offset = true;
+    specs.push_back(s);
+    s.unit_offset = false;
+
+    s.kind = NormKind::kGroupNorm;
+    s.shape = {5, 32, 17, 19};
+    s.num_groups = 8;
+    s.params = testing::ParamMode::kAffine;
+    specs.push_back(s);
+
+    s.kind = NormKind::kInstanceNorm;
+    s.shape = {7, 12, 601};
+    specs.push_back(s);
+
+    s.kind = NormKind::kBatchNorm;
+    s.shape = {40, 6, 331};
+    s.use_batch_stats = true;
+    s.residual = true;
+    specs.push_back(s);
+
+    s.use_batch_stats = false;
+    s.residual = false;
+    specs.push_back(s);
+  }
+  return specs;
+}
+
+// Every output buffer of a case, concatenated, for bitwise comparison.
+std::vector<uint8_t> OutputBytes(const ProblemCase& c) {
+  std::vector<uint8_t> bytes(c.output);
+  bytes.insert(bytes.end(), c.residual_out.begin(), c.residual_out.end());
+  for (const std::vector<float>* v : {&c.mean, &c.rstd, &c.variance}) {
+    const auto* p = reinterpret_cast<const uint8_t*>(v->data());
+    bytes.insert(bytes.end(), p, p + v->size() * sizeof(float));
+  }
+  return bytes;
+}
+
+std::vector<uint8_t> RunCase(CpuBackend& backend, ProblemCase& c) {
+  c.ResetOutputs();
+  NormProblem p = c.Problem();
+  EXPECT_TRUE(backend.Run(&p, 1).ok());
+  return OutputBytes(c);
+}
+
+CpuBackendOptions Threads(int n) {
+  CpuBackendOptions o;
+  o.threads = n;
+  return o;
+}
+
+TEST(CpuThreading, BitsDoNotDependOnThreadCount) {
+  CpuBackend one(Threads(1)), two(Threads(2)), four(Threads(4));
+  uint64_t seed = 1;
+  for (const CaseSpec& spec : LargeSpecs()) {
+    ProblemCase c = testing::MakeRandomCase(spec, ++seed);
+    const std::vector<uint8_t> want = RunCase(one, c);
+    EXPECT_TRUE(RunCase(two, c) == want) << testing::DescribeSpec(spec) << ": 2 threads differ from 1";
+    EXPECT_TRUE(RunCase(four, c) == want) << testing::DescribeSpec(spec) << ": 4 threads differ from 1";
+  }
+}
+
+TEST(CpuThreading, BatchInvariantAtEveryThreadCount) {
+  for (int threads : {1, 2, 4}) {
+    CpuBackend backend(Threads(threads));
+    uint64_t seed = 50;
+    for (const CaseSpec& spec : LargeSpecs()) {
+      const ProblemCase c = testing::MakeRandomCase(spec, ++seed);
+      for (const std::string& f : testing::CheckBatchInvariance(backend, c, seed, 4)) {
+        ADD_FAILURE() << threads << " threads: " << f;
+      }
+    }
+  }
+}
+
+// One Run() over a mixed batch gives each problem the bits it gets alone.
+TEST(CpuThreading, MixedBatchEqualsProblemsAlone) {
+  CpuBackend backend(Threads(4));
+  std::vector<ProblemCase> cases;
+  uint64_t seed = 200;
+  for (const CaseSpec& spec : LargeSpecs()) cases.push_back(testing::MakeRandomCase(spec, ++seed));
+  std::vector<std::vector<uint8_t>> alone;
+  for (ProblemCase& c : cases) alone.push_back(RunCase(backend, c));
+  std::vector<NormProblem> batch;
+  for (ProblemCase& c : cases) {
+    c.ResetOutputs();
+    batch.push_back(c.Problem());
+  }
+  ASSERT_TRUE(backend.Run(batch.data(), batch.size()).ok());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    EXPECT_TRUE(OutputBytes(cases[i]) == alone[i]) << cases[i].name << ": differs inside a mixed batch";
+  }
+}
+
+TEST(CpuThreading, LargeCasesMatchReference) {
+  CpuBackend backend(Threads(4));
+  uint64_t seed = 300;
+  for (const CaseSpec& spec : LargeSpecs()) {
+    ProblemCase c = testing::MakeRandomCase(spec, ++seed);
+    for (const std::string& f : testing::CompareToReference(backend, c)) ADD_FAILURE() << f;
+  }
+}
+
+// Many server threads share one backend (and its pool) at once.
+TEST(CpuThreading, ConcurrentRunsFromManyThreads) {
+  CpuBackend shared(Threads(2));
+  CpuBackend serial(Threads(1));
+  const std::vector<CaseSpec> specs = LargeSpecs();
+  std::vector<std::vector<uint8_t>> want;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    ProblemCase c = testing::MakeRandomCase(specs[i], 400 + i);
+    want.push_back(RunCase(serial, c));
+  }
+  constexpr int kCallers = 6;
+  constexpr int kRounds = 2;
+  std::vector<int> mismatches(kCallers, 0);
+  std::vector<std::thread> callers;
+  for (int t = 0; t < kCallers; ++t) {
+    callers.emplace_back([&, t] {
+      for (int round = 0; round < kRounds; ++round) {
+        for (size_t k = 0; k < specs.size(); ++k) {
+          const size_t i = (k + static_cast<size_t>(t)) % specs.size();
+          ProblemCase c = testing::MakeRandomCase(specs[i], 400 + i);
+          if (RunCase(shared, c) != want[i]) ++mismatches[static_cast<size_t>(t)];
+        }
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  for (int t = 0; t < kCallers; ++t) EXPECT_EQ(mismatches[static_cast<size_t>(t)], 0) << "caller " << t;
+}
+
+// Outputs of 16 MiB and more are written with non-temporal stores; rows with
+// an odd length start at every alignment.
+TEST(CpuThreading, StreamedOutputsMatchReferenceAndRowsAlone) {
+  CpuBackend backend(Threads(2));
+  CaseSpec spec;
+  spec.dtype = DType::kFloat32;
+  spec.params = testing::ParamMode::kAffine;
+  spec.shape = {1031, 4097};
+  ProblemCase c = testing::MakeRandomCase(spec, 17);
+  for (const std::string& f : testing::CompareToReference(backend, c)) ADD_FAILURE() << f;
+  for (const std::string& f : testing::CheckBatchInvariance(backend, c, 17, 3)) ADD_FAILURE() << f;
+}
+
+// A tiny request and an empty batch run without touching the pool.
+TEST(CpuThreading, SmallAndEmptyBatches) {
+  CpuBackend backend(Threads(4));
+  EXPECT_TRUE(backend.Run(nullptr, 0).ok());
+  CaseSpec spec;
+  spec.dtype = DType::kBFloat16;
+  spec.shape = {1, 4096};
+  ProblemCase c = testing::MakeRandomCase(spec, 3);
+  for (const std::string& f : testing::CompareToReference(backend, c)) ADD_FAILURE() << f;
+}
+
+}  // namespace
+}  // namespace normserve::kernels
