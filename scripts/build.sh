@@ -8,6 +8,7 @@ build_dir="${NORMSERVE_BUILD_DIR:-$root/build}"
 launcher=()
 if command -v ccache >/dev/null 2>&1; then
   # Rebuilds of unchanged sources (a second clone, CI after a local build) come from the cache.
+  export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-Release}" \

@@ -11,7 +11,7 @@ BUILD_PACKAGES=(
 )
 TEST_PACKAGES=(
   python3 python3-numpy python3-grpcio python3-protobuf python3-yaml
-  prometheus curl yamllint
+  prometheus curl yamllint openssl
 )
 
 packages=("${BUILD_PACKAGES[@]}")

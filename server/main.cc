@@ -48,6 +48,9 @@ ABSL_FLAG(int, batch_workers, 2, "Threads per backend that run batches and compl
 ABSL_FLAG(int, max_stream_inflight, 64, "Requests of one NormalizeStream read ahead and not yet answered.");
 ABSL_FLAG(bool, enable_reflection, false, "Serve gRPC server reflection.");
 ABSL_FLAG(double, shutdown_grace_s, 10, "On SIGTERM/SIGINT, how long queued and running requests may take.");
+ABSL_FLAG(double, shutdown_drain_s, 0.5,
+          "On SIGTERM/SIGINT, how long to keep serving after health turns NOT_SERVING so that clients move "
+          "away first (at most half of --shutdown_grace_s).");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key turns on TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert.");
 ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA bundle; requires and verifies client certificates (mTLS).");
@@ -176,6 +179,8 @@ int Run() {
   server_options.tls_key = absl::GetFlag(FLAGS_tls_key);
   server_options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   server_options.service.max_stream_inflight = absl::GetFlag(FLAGS_max_stream_inflight);
+  server_options.shutdown_drain =
+      std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_shutdown_drain_s) * 1000));
   if (const std::string token_file = absl::GetFlag(FLAGS_auth_token_file); !token_file.empty()) {
     absl::StatusOr<BearerTokenAuth> auth = BearerTokenAuth::FromFile(token_file);
     if (!auth.ok()) return Fail(std::string(auth.status().message()));

@@ -278,6 +278,12 @@ absl::Status StatusFromGrpc(int code, const std::string& message) {
 
 std::string ServiceConfigJson(const ClientOptions& options) {
   std::string json = absl::StrCat(R"({"loadBalancingConfig":[{")", options.load_balancing_policy, R"(":{}}])");
+  // Watch each backend's grpc.health.v1 status: a replica that turns
+  // NOT_SERVING (it is draining before shutdown) stops being picked, so calls
+  // move to the others before it refuses them.
+  if (options.load_balancing_policy == "round_robin") {
+    absl::StrAppend(&json, R"(,"healthCheckConfig":{"serviceName":""})");
+  }
   if (options.retry_max_attempts > 1) {
     absl::StrAppend(&json, R"(,"methodConfig":[{"name":[{"service":"normserve.v1.NormService"}],)",
                     R"("retryPolicy":{"maxAttempts":)", options.retry_max_attempts, R"(,"initialBackoff":")",

@@ -2,7 +2,7 @@
 // against a plain copy of the same bytes, measured in the same run
 // (docs/PERFORMANCE.md). Prints one JSON line per case.
 //
-//   normserve-kernel-bench --backend cpu --kind layer_norm,rms_norm \
+//   normserve-kernel-bench --backend cpu --kind layer_norm,rms_norm
 //       --dtype float32,bfloat16 --cols 1024,4096 --threads 2 --out results.jsonl
 //
 // CPU method: the input of every case is a view of one buffer filled once per
@@ -192,7 +192,8 @@ struct CpuCase {
 int RunCpuBench(const BenchOptions& options, std::FILE* out) {
   const int64_t llc = LastLevelCacheBytes();
   int64_t max_ws = options.max_working_set_bytes;
-  if (max_ws == 0) max_ws = options.quick ? 64 * kMiB : std::max<int64_t>(256 * kMiB, 4 * llc);
+  // 4x the LLC plus a margin, so that whole rows still reach 4x after rounding down.
+  if (max_ws == 0) max_ws = options.quick ? 64 * kMiB : std::max<int64_t>(256 * kMiB, 4 * llc + 4 * llc / 32);
   const std::vector<NormKind> kinds =
       options.kinds.empty() ? std::vector<NormKind>{NormKind::kLayerNorm, NormKind::kRmsNorm} : options.kinds;
   const std::vector<DType> dtypes = options.dtypes.empty()
@@ -320,6 +321,9 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
 }  // namespace normserve::kernels::bench
 
 int main(int argc, char** argv) {
+  static constexpr std::string_view kValueFlags[] = {"--backend", "--out",  "--isa",     "--git_commit", "--date",
+                                                     "--kind",    "--dtype", "--cols",   "--rows",       "--threads",
+                                                     "--reps",    "--max_ws"};
   using namespace normserve::kernels;
   using namespace normserve::kernels::bench;
   BenchOptions options;
@@ -354,6 +358,8 @@ int main(int argc, char** argv) {
       return 0;
     } else if (arg.rfind("--", 0) != 0) {
       return bad("unexpected argument");
+    } else if (std::find(std::begin(kValueFlags), std::end(kValueFlags), arg) == std::end(kValueFlags)) {
+      return bad("unknown flag");
     } else if (eq == std::string::npos && !need_value()) {
       return bad("needs a value");
     } else if (arg == "--backend") {

@@ -2,8 +2,8 @@
 // Run() into units (kernel_table.h) and spreads them over the thread pool.
 //
 // Scheduling: all units of all problems in a Run() form one sequence, cut into
-// at most `threads` contiguous ranges of about equal bytes; the calling thread
-// takes a range too. Work below kMinBytesPerPart per part stays on fewer
+// up to 4 contiguous ranges per thread of about equal bytes, which the workers
+// and the calling thread take in turn. Work below kMinBytesPerPart per part stays on fewer
 // threads, so a small request (one row) runs inline with no wake-up at all.
 // BATCH_NORM with batch statistics first computes per-channel statistics, in
 // parallel over channels, and then joins the same unit sequence.
@@ -97,6 +97,7 @@ namespace {
 // Below this many bytes (read + written) per part, splitting further costs
 // more in wake-ups than it saves.
 constexpr int64_t kMinBytesPerPart = int64_t{64} << 10;
+constexpr int kPartsPerThread = 4;
 
 // Outputs of a Run() above this size are written with non-temporal stores:
 // they are far larger than the L2 caches, so caching them would only cost a
@@ -202,7 +203,23 @@ struct CpuBackend::Impl {
     int64_t total = 0;
     for (const WorkItem& item : items) total += item.units * item.cost_per_unit;
     if (total == 0) return;
-    const int parts = static_cast<int>(std::clamp<int64_t>(total / kMinBytesPerPart, 1, pool.threads()));
+    // A few parts per thread, taken first come first served: a thread that
+    // is slow (preempted on a busy machine) leaves its remaining parts to the
+    // others instead of holding up the whole call. Parts stay contiguous row
+    // ranges, and which thread runs a row never changes its bits.
+    const int parts =
+        static_cast<int>(std::clamp<int64_t>(total / kMinBytesPerPart, 1, int64_t{kPartsPerThread} * pool.threads()));
+    if (pool.threads() == 1 && parts > 1) {
+      ForEachPieceOfPart(items, total, 1, 0, fn);
+      FenceStreamingStores();
+      return;
+    }
+    if (parts == 1) {
+      // No std::function (which may allocate) and no pool on the one-row path.
+      ForEachPieceOfPart(items, total, 1, 0, fn);
+      FenceStreamingStores();
+      return;
+    }
     const std::function<void(int)> body = [&](int part) {
       ForEachPieceOfPart(items, total, parts, part, fn);
       FenceStreamingStores();
@@ -228,7 +245,15 @@ std::string CpuBackend::device_description() const {
 }
 
 KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
-  std::vector<cpu::PreparedProblem> prepared(count);
+  // Reused per calling thread so that a small request allocates nothing.
+  // Plain references, because the workers must see this thread's copies
+  // (naming a thread_local inside the lambdas would give them their own).
+  thread_local std::vector<cpu::PreparedProblem> prepared_storage;
+  thread_local std::vector<WorkItem> items_storage;
+  std::vector<cpu::PreparedProblem>& prepared = prepared_storage;
+  std::vector<WorkItem>& items = items_storage;
+  prepared.clear();
+  prepared.resize(count);
   bool any_batch_stats = false;
   for (size_t i = 0; i < count; ++i) {
     const NormProblem& p = problems[i];
@@ -282,7 +307,7 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
   }
 
   if (any_batch_stats) {
-    std::vector<WorkItem> items(count);
+    items.assign(count, WorkItem{});
     int64_t cost = 0;
     for (size_t i = 0; i < count; ++i) {
       const cpu::PreparedProblem& pp = prepared[i];
@@ -303,7 +328,7 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
   }
   for (cpu::PreparedProblem& pp : prepared) pp.stream_output = output_bytes >= kStreamOutputBytes;
 
-  std::vector<WorkItem> items(count);
+  items.assign(count, WorkItem{});
   int64_t cost = 0;
   for (size_t i = 0; i < count; ++i) {
     items[i].units = prepared[i].units;

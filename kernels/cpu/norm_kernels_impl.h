@@ -8,12 +8,13 @@
 // behind the scalar table.
 //
 // Numerics (docs/SEMANTICS.md):
-// - Statistics go chunk by chunk (kStatsChunk elements). Within a chunk, one
-//   pass sums (this is the one read from memory), the chunk mean becomes a
-//   pivot, and a second pass over the now cached chunk accumulates
-//   sum(x - pivot) and sum((x - pivot)^2) in double vector accumulators
-//   (RMS: sum(x^2) in double, one pass). Chunks merge in order with Chan's
-//   formula in double. No E[x^2]-E[x]^2.
+// - Statistics go chunk by chunk (kStatsChunk elements): one pass over the
+//   chunk (the one read from memory) accumulates sum(x - pivot) and
+//   sum((x - pivot)^2) in double vector accumulators, the pivot being the mean
+//   of the chunk's first vector (RMS: sum(x^2) in double). Chunks merge in
+//   order with Chan's formula in double. No E[x^2]-E[x]^2 in float: the
+//   shifted sums in double stay exact to far below the variance unless the
+//   pivot is ~10^6 standard deviations off the mean.
 // - The output is ((x - pivot) * rstd - correction) * gamma + beta, where
 //   pivot is the mean rounded to float and correction = (mean - pivot) * rstd
 //   carries the part of the double mean that float cannot hold. This keeps
@@ -37,10 +38,27 @@
 #include "normserve/kernels/problem.h"
 #include "normserve/kernels/types.h"
 
+// The hot loops are written with small helpers and lambdas; GCC does not
+// always inline them on its own, and a call per vector costs more than the
+// vector's work.
+#define NORMSERVE_INLINE __attribute__((always_inline)) inline
+#define NORMSERVE_LAMBDA_INLINE __attribute__((always_inline))
+
 namespace normserve::kernels::cpu {
 namespace {
 
 constexpr float kFloatNaN = std::numeric_limits<float>::quiet_NaN();
+
+// Asks for the first bytes of the next unit while this one is computed: the
+// statistics and output passes of a row leave the memory system idle, and
+// one row ahead keeps it busy. The hardware prefetcher takes over within
+// rows longer than this.
+constexpr int64_t kPrefetchBytes = 16 << 10;
+
+NORMSERVE_INLINE void PrefetchSpan(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = 0; off < std::min(bytes, kPrefetchBytes); off += 64) __builtin_prefetch(c + off, 0, 2);
+}
 
 // Count, mean and sum of squared deviations of a run of elements.
 struct Moments {
@@ -113,7 +131,7 @@ struct Kernels {
 
   // One element source: x, or h = round(x + r) written to h_out and read back.
   template <DType D, bool kResidual>
-  static F LoadInput(const void* x, const void* r, void* h, int64_t i) {
+  NORMSERVE_INLINE static F LoadInput(const void* x, const void* r, void* h, int64_t i) {
     if constexpr (!kResidual) {
       return S::template Load<D>(x, i);
     } else {
@@ -125,7 +143,7 @@ struct Kernels {
     }
   }
   template <DType D, bool kResidual>
-  static F LoadInputPartial(const void* x, const void* r, void* h, int64_t i, int n) {
+  NORMSERVE_INLINE static F LoadInputPartial(const void* x, const void* r, void* h, int64_t i, int n) {
     if constexpr (!kResidual) {
       return S::template LoadPartial<D>(x, i, n);
     } else {
@@ -136,51 +154,49 @@ struct Kernels {
     }
   }
 
-  // The first (memory) pass over x[i0, i0 + n): the float sum of the values,
-  // which only picks the pivot. With kResidual it also writes h.
+  // sum(x - pivot) and sum((x - pivot)^2) over x[i0, i0 + n) (or over h =
+  // round(x + r), written to h), in double: x - pivot is exact there and the
+  // sums keep the mean accurate far below the spread, which outputs near zero
+  // in FLOAT16 / BFLOAT16 need. In double the pivot only has to be near the
+  // data (shifted-data algorithm); the caller uses the chunk's first vector.
   template <DType D, bool kResidual>
-  static float FirstPass(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
-    F acc[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()};
-    auto add = [](F a, F v) { return S::Add(a, v); };
-    int64_t i = 0;
-    for (; i + 4 * W <= n; i += 4 * W) {
-      for (int u = 0; u < 4; ++u) acc[u] = add(acc[u], LoadInput<D, kResidual>(x, r, h, i0 + i + u * W));
-    }
-    for (; i + W <= n; i += W) acc[0] = add(acc[0], LoadInput<D, kResidual>(x, r, h, i0 + i));
-    if (i < n) acc[1] = add(acc[1], LoadInputPartial<D, kResidual>(x, r, h, i0 + i, static_cast<int>(n - i)));
-    return S::ReduceAdd(S::Add(S::Add(acc[0], acc[1]), S::Add(acc[2], acc[3])));
-  }
-
-  // sum(x - pivot) and sum((x - pivot)^2) over x[i0, i0 + n), in double:
-  // x - pivot is exact there and the sums keep the mean accurate far below
-  // the spread, which a beta that cancels the rest of the output needs.
-  template <DType D>
-  static void CenteredPass(const void* x, int64_t i0, int64_t n, float pivot, double* sum_d, double* sum_d2) {
+  static void CenteredPass(const void* x, const void* r, void* h, int64_t i0, int64_t n, float pivot,
+                           double* sum_d, double* sum_d2) {
     using DV = typename S::D;
     const DV p = S::DSet1(pivot);
     const DV zero = S::DSet1(0.0);
-    DV s_lo = zero, s_hi = zero, q_lo = zero, q_hi = zero;
-    auto add = [&](F v) {
+    // Two sets of accumulators (even and odd vectors) halve the add latency chain.
+    DV s_lo[2] = {zero, zero}, s_hi[2] = {zero, zero}, q_lo[2] = {zero, zero}, q_hi[2] = {zero, zero};
+    auto add = [&](int k, F v) NORMSERVE_LAMBDA_INLINE {
       DV lo, hi;
       S::Widen(v, &lo, &hi);
       lo = S::DSub(lo, p);
-      s_lo = S::DAdd(s_lo, lo);
-      q_lo = S::DMulAdd(lo, lo, q_lo);
+      s_lo[k] = S::DAdd(s_lo[k], lo);
+      q_lo[k] = S::DMulAdd(lo, lo, q_lo[k]);
       if constexpr (S::kHasHighHalf) {
         hi = S::DSub(hi, p);
-        s_hi = S::DAdd(s_hi, hi);
-        q_hi = S::DMulAdd(hi, hi, q_hi);
+        s_hi[k] = S::DAdd(s_hi[k], hi);
+        q_hi[k] = S::DMulAdd(hi, hi, q_hi[k]);
       }
     };
     int64_t i = 0;
-    for (; i + W <= n; i += W) add(S::template Load<D>(x, i0 + i));
+    for (; i + 2 * W <= n; i += 2 * W) {
+      add(0, LoadInput<D, kResidual>(x, r, h, i0 + i));
+      add(1, LoadInput<D, kResidual>(x, r, h, i0 + i + W));
+    }
+    if (i + W <= n) {
+      add(0, LoadInput<D, kResidual>(x, r, h, i0 + i));
+      i += W;
+    }
     if (i < n) {
       // Lanes past the end hold the pivot, so they add exactly zero.
       const int rest = static_cast<int>(n - i);
-      add(S::SelectFirst(S::template LoadPartial<D>(x, i0 + i, rest), S::Set1(pivot), rest));
+      add(1, S::SelectFirst(LoadInputPartial<D, kResidual>(x, r, h, i0 + i, rest), S::Set1(pivot), rest));
     }
-    *sum_d = S::DReduceAdd(S::DAdd(s_lo, s_hi));
-    *sum_d2 = S::DReduceAdd(S::DAdd(q_lo, q_hi));
+    const DV s = S::DAdd(S::DAdd(s_lo[0], s_hi[0]), S::DAdd(s_lo[1], s_hi[1]));
+    const DV q = S::DAdd(S::DAdd(q_lo[0], q_hi[0]), S::DAdd(q_lo[1], q_hi[1]));
+    *sum_d = S::DReduceAdd(s);
+    *sum_d2 = S::DReduceAdd(q);
   }
 
   // Sum of squares of x[i0, i0 + n) (or of h, written with kResidual) in double.
@@ -189,7 +205,7 @@ struct Kernels {
     using DV = typename S::D;
     const DV zero = S::DSet1(0.0);
     DV q_lo = zero, q_hi = zero;
-    auto add = [&](F v) {
+    auto add = [&](F v) NORMSERVE_LAMBDA_INLINE {
       DV lo, hi;
       S::Widen(v, &lo, &hi);
       q_lo = S::DMulAdd(lo, lo, q_lo);
@@ -204,13 +220,17 @@ struct Kernels {
   // Mean and M2 of x[i0, i0 + n) (or of h = x + r, written to h).
   template <DType D, bool kResidual>
   static Moments RunMoments(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
-    const void* cached = kResidual ? h : x;
     Moments total;
     for (int64_t c = 0; c < n; c += kStatsChunk) {
       const int64_t len = std::min(kStatsChunk, n - c);
-      const float pivot = FirstPass<D, kResidual>(x, r, h, i0 + c, len) / static_cast<float>(len);
+      // The mean of the chunk's first (up to) W values: near the data, cheap,
+      // and read from memory by the pass that follows anyway.
+      const int first = static_cast<int>(std::min<int64_t>(W, len));
+      F head = S::template LoadPartial<D>(x, i0 + c, first);
+      if constexpr (kResidual) head = S::Add(head, S::template LoadPartial<D>(r, i0 + c, first));
+      const float pivot = S::ReduceAdd(head) / static_cast<float>(first);
       double sum_d = 0, sum_d2 = 0;
-      CenteredPass<D>(cached, i0 + c, len, pivot, &sum_d, &sum_d2);
+      CenteredPass<D, kResidual>(x, r, h, i0 + c, len, pivot, &sum_d, &sum_d2);
       const double dlen = static_cast<double>(len);
       Moments chunk;
       chunk.count = dlen;
@@ -233,11 +253,11 @@ struct Kernels {
 
   // Parameters come as FLOAT32 or as the input's dtype.
   template <DType D>
-  static F LoadParam(const void* p, bool is_f32, int64_t i) {
+  NORMSERVE_INLINE static F LoadParam(const void* p, bool is_f32, int64_t i) {
     return is_f32 ? S::template Load<DType::kFloat32>(p, i) : S::template Load<D>(p, i);
   }
   template <DType D>
-  static F LoadParamPartial(const void* p, bool is_f32, int64_t i, int n) {
+  NORMSERVE_INLINE static F LoadParamPartial(const void* p, bool is_f32, int64_t i, int n) {
     return is_f32 ? S::template LoadPartial<DType::kFloat32>(p, i, n) : S::template LoadPartial<D>(p, i, n);
   }
 
@@ -254,11 +274,11 @@ struct Kernels {
 
   // Loads element vector [i, i + rest) of a buffer: a full vector when rest == W.
   template <DType D>
-  static F LoadSome(const void* p, int64_t i, int rest) {
+  NORMSERVE_INLINE static F LoadSome(const void* p, int64_t i, int rest) {
     return rest == W ? S::template Load<D>(p, i) : S::template LoadPartial<D>(p, i, rest);
   }
   template <DType D>
-  static F LoadParamSome(const void* p, bool is_f32, int64_t i, int rest) {
+  NORMSERVE_INLINE static F LoadParamSome(const void* p, bool is_f32, int64_t i, int rest) {
     return rest == W ? LoadParam<D>(p, is_f32, i) : LoadParamPartial<D>(p, is_f32, i, rest);
   }
 
@@ -268,7 +288,7 @@ struct Kernels {
   // large output does not first read its cache lines. The output pass is
   // elementwise, so where the vectors start never changes a value.
   template <DType DOut, typename Compute>
-  static void StoreLoop(void* y, int64_t i0, int64_t n, bool stream, Compute compute) {
+  NORMSERVE_INLINE static void StoreLoop(void* y, int64_t i0, int64_t n, bool stream, Compute compute) {
     int64_t i = 0;
     if (stream) {
       constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DOut));
@@ -291,7 +311,7 @@ struct Kernels {
   }
 
   // y = ((v - mean) * rstd) * g + b in double, g = 1 + gamma with unit_offset.
-  static F WideAffine(F v, const GroupTransform& t, bool has_gamma, F gamma, bool unit_offset, F beta) {
+  __attribute__((noinline)) static F WideAffine(F v, const GroupTransform& t, bool has_gamma, F gamma, bool unit_offset, F beta) {
     using D = typename S::D;
     const D mean = S::DSet1(t.mean_wide), rs = S::DSet1(t.rstd_wide), one = S::DSet1(1.0);
     D v_lo, v_hi, g_lo, g_hi, b_lo, b_hi;
@@ -316,24 +336,30 @@ struct Kernels {
   // can be so much smaller that this is more than 1 ulp of a FLOAT16 or
   // BFLOAT16 result; such vectors (rare) are recomputed in double. Below
   // 2^-8 of the term leaves a wide margin (the float error is < 2^-21 of it).
-  static bool Cancels(F result, F term) { return S::AnyAbsBelow(result, term, 1.0f / 256.0f); }
+  NORMSERVE_INLINE static bool Cancels(F result, F term) { return S::AnyAbsBelow(result, term, 1.0f / 256.0f); }
 
   template <DType DIn, DType DOut>
   static void NormalizeRow(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
                            const RowParams& prm, bool stream) {
     const F p = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction), one = S::Set1(1.0f);
-    const bool has_gamma = prm.gamma != nullptr, has_beta = prm.beta != nullptr;
-    StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) {
+    // Locals, not prm's fields: the output stores could alias prm, which
+    // would make the compiler reload every field in every iteration.
+    const bool has_gamma = prm.gamma != nullptr, has_beta = prm.beta != nullptr, unit_offset = prm.unit_offset;
+    const bool gamma_f32 = prm.gamma_f32, beta_f32 = prm.beta_f32;
+    const void* const gamma_data = prm.gamma;
+    const void* const beta_data = prm.beta;
+    const int64_t gamma_offset = prm.gamma_offset, beta_offset = prm.beta_offset;
+    StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
       const F v = LoadSome<DIn>(x, i0 + i, rest);
       const F out = S::MulSub(S::Sub(v, p), rs, corr);
-      const F gamma = has_gamma ? LoadParamSome<DIn>(prm.gamma, prm.gamma_f32, prm.gamma_offset + i, rest) : one;
-      const F g = has_gamma && prm.unit_offset ? S::Add(gamma, one) : gamma;
+      const F gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, gamma_offset + i, rest) : one;
+      const F g = has_gamma && unit_offset ? S::Add(gamma, one) : gamma;
       if (!has_beta) return has_gamma ? S::Mul(out, g) : out;
-      const F b = LoadParamSome<DIn>(prm.beta, prm.beta_f32, prm.beta_offset + i, rest);
+      const F b = LoadParamSome<DIn>(beta_data, beta_f32, beta_offset + i, rest);
       const F result = has_gamma ? S::MulAdd(out, g, b) : S::Add(out, b);
       if constexpr (kWideOutput<DOut>) {
         if (Cancels(result, has_gamma ? S::Mul(out, g) : out)) {
-          return WideAffine(v, t, has_gamma, gamma, prm.unit_offset, b);
+          return WideAffine(v, t, has_gamma, gamma, unit_offset, b);
         }
       }
       return result;
@@ -347,7 +373,7 @@ struct Kernels {
                                bool has_gamma, double gamma, bool has_beta, double beta, bool stream) {
     const F p = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction);
     const F g = S::Set1(static_cast<float>(gamma)), b = S::Set1(static_cast<float>(beta));
-    StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) {
+    StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
       const F v = LoadSome<DIn>(x, i0 + i, rest);
       const F out = S::MulSub(S::Sub(v, p), rs, corr);
       if (!has_beta) return has_gamma ? S::Mul(out, g) : out;
@@ -359,7 +385,7 @@ struct Kernels {
     });
   }
 
-  static F WideSegment(F v, const GroupTransform& t, bool has_gamma, double gamma, double beta) {
+  __attribute__((noinline)) static F WideSegment(F v, const GroupTransform& t, bool has_gamma, double gamma, double beta) {
     using D = typename S::D;
     const D mean = S::DSet1(t.mean_wide), rs = S::DSet1(t.rstd_wide);
     const D g = S::DSet1(has_gamma ? gamma : 1.0), b = S::DSet1(beta);
@@ -396,8 +422,15 @@ struct Kernels {
     prm.beta = p.beta.data;
     prm.beta_f32 = p.beta.dtype == DType::kFloat32;
     prm.unit_offset = p.unit_offset;
+    const int64_t row_bytes = cols * static_cast<int64_t>(DTypeSize(DIn));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t i0 = row * cols;
+      if (row + 1 < end) {
+        PrefetchSpan(static_cast<const char*>(x) + (i0 + cols) * static_cast<int64_t>(DTypeSize(DIn)), row_bytes);
+        if constexpr (kResidual) {
+          PrefetchSpan(static_cast<const char*>(r) + (i0 + cols) * static_cast<int64_t>(DTypeSize(DIn)), row_bytes);
+        }
+      }
       GroupTransform t;
       if constexpr (kRms) {
         const double sum_squares = RunSumSquares<DIn, kResidual>(x, r, h, i0, cols);
@@ -424,8 +457,10 @@ struct Kernels {
     const void* x = p.input.data;
     void* h = p.out.residual_out;
     const void* normalized = kResidual ? static_cast<const void*>(h) : x;
+    const int64_t group_bytes = geo.group_size * static_cast<int64_t>(DTypeSize(DIn));
     for (int64_t group = begin; group < end; ++group) {
       const int64_t i0 = group * geo.group_size;
+      if (group + 1 < end) PrefetchSpan(static_cast<const char*>(x) + i0 * static_cast<int64_t>(DTypeSize(DIn)) + group_bytes, group_bytes);
       const Moments m = RunMoments<DIn, kResidual>(x, p.residual.data, h, i0, geo.group_size);
       const GroupTransform t =
           MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
@@ -557,5 +592,8 @@ struct Kernels {
 
 }  // namespace
 }  // namespace normserve::kernels::cpu
+
+#undef NORMSERVE_LAMBDA_INLINE
+#undef NORMSERVE_INLINE
 
 #endif  // NORMSERVE_KERNELS_CPU_NORM_KERNELS_IMPL_H_

@@ -82,9 +82,9 @@ struct BatchRequest {
   Clock::time_point deadline = Clock::time_point::max();
   // Kind label for metrics ("layer_norm").
   std::string kind_label;
-  // Called exactly once with the outcome: OK (outputs written), CANCELLED,
-  // DEADLINE_EXCEEDED (never computed), UNAVAILABLE (dropped at shutdown; not
-  // used: shutdown drains) or the backend's error.
+  // Called exactly once with the outcome: OK (outputs written), CANCELLED or
+  // DEADLINE_EXCEEDED (never computed), or the backend's error. Shutdown
+  // drains the queue, so it adds no outcome of its own.
   std::function<void(const absl::Status&, const BatchTiming&)> done;
 };
 

@@ -1,5 +1,6 @@
 #include "server/grpc/norm_service.h"
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -224,7 +225,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
     MaybeFinish(lock);
   }
 
-  void OnDone() override { delete this; }
+  // gRPC runs OnDone after its last reaction returns, but completions come
+  // from batcher workers too; each holds a reference so that the reactor
+  // outlives the code that finished the stream.
+  void OnDone() override { Unref(); }
 
  private:
   struct Slot {
@@ -253,6 +257,17 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
 
   // Records the outcome of `slot` and queues its answer for writing.
   void Answer(Slot* slot, const absl::Status& status) {
+    // Safe: while this slot is unanswered the stream cannot finish.
+    refs_.fetch_add(1, std::memory_order_relaxed);
+    AnswerHeld(slot, status);
+    Unref();
+  }
+
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  void AnswerHeld(Slot* slot, const absl::Status& status) {
     if (!status.ok()) {
       slot->response.clear_response();
       slot->response.set_status_code(static_cast<int>(status.code()));
@@ -289,6 +304,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
   InflightGauge inflight_;
   const size_t limit_;
 
+  // One for gRPC (dropped in OnDone) plus one per Answer in progress.
+  std::atomic<int> refs_{1};
   std::mutex mu_;
   // The slot the outstanding read fills.
   std::unique_ptr<Slot> reading_;

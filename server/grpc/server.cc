@@ -4,9 +4,11 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -53,15 +55,15 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
 }  // namespace
 
 NormServer::NormServer(NormCore* core, std::unique_ptr<NormServiceImpl> service,
-                       std::chrono::milliseconds health_poll)
-    : core_(core), service_(std::move(service)), health_poll_(health_poll) {}
+                       std::chrono::milliseconds health_poll, std::chrono::milliseconds drain)
+    : core_(core), service_(std::move(service)), health_poll_(health_poll), drain_(drain) {}
 
 absl::StatusOr<std::unique_ptr<NormServer>> NormServer::Start(const ServerOptions& options, NormCore* core) {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = Credentials(options);
   if (!credentials.ok()) return credentials.status();
 
   std::unique_ptr<NormServer> server(new NormServer(
-      core, std::make_unique<NormServiceImpl>(core, options.service), options.health_poll));
+      core, std::make_unique<NormServiceImpl>(core, options.service), options.health_poll, options.shutdown_drain));
   grpc::EnableDefaultHealthCheckService(true);
   if (options.enable_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
@@ -98,7 +100,7 @@ void NormServer::HealthLoop() {
       serving_ = healthy;
       health->SetServingStatus("", healthy);
       health->SetServingStatus(kHealthServiceName, healthy);
-      if (!healthy) std::cerr << "normserve: a backend is unhealthy; health is NOT_SERVING\n";
+      std::cerr << "normserve: health is " << (healthy ? "SERVING" : "NOT_SERVING (a backend is unhealthy or the server is stopping)") << "\n";
     }
     cv_.wait_for(lock, health_poll_);
   }
@@ -116,6 +118,12 @@ void NormServer::Shutdown(std::chrono::milliseconds grace) {
     cv_.notify_all();
     if (health_thread_.joinable()) health_thread_.join();
     if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) health->Shutdown();
+    // Keep serving for the drain window: clients that watch health (the
+    // client library's round_robin does) stop picking this replica, so their
+    // new calls go elsewhere instead of racing the shutdown (calls that reach
+    // a shutting-down gRPC server before a handler takes them are CANCELLED).
+    const auto drain = std::min(drain_, grace / 2);
+    if (drain.count() > 0) std::this_thread::sleep_for(drain);
     core_->BeginShutdown();
     server_->Shutdown(std::chrono::system_clock::now() + grace);
     core_->Shutdown();

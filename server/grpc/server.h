@@ -43,6 +43,10 @@ struct ServerOptions {
   NormServiceOptions service;
   // How often backend health is polled for the health service.
   std::chrono::milliseconds health_poll{1000};
+  // On Shutdown, how long the server keeps serving after health turns
+  // NOT_SERVING, so that health-checking clients move to other replicas
+  // before new calls are refused. Capped at half the shutdown grace.
+  std::chrono::milliseconds shutdown_drain{500};
 };
 
 class NormServer {
@@ -55,13 +59,15 @@ class NormServer {
   // The bound port.
   int port() const { return port_; }
 
-  // Health NOT_SERVING, new requests UNAVAILABLE, queued and running ones
-  // finish; after `grace` remaining calls are cancelled. Returns when the
+  // Health NOT_SERVING; after the drain window (ServerOptions::shutdown_drain)
+  // new requests get UNAVAILABLE and queued and running ones finish; after
+  // `grace` remaining calls are cancelled. Returns when the
   // server and the core's workers have stopped. Idempotent.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:
-  NormServer(NormCore* core, std::unique_ptr<NormServiceImpl> service, std::chrono::milliseconds health_poll);
+  NormServer(NormCore* core, std::unique_ptr<NormServiceImpl> service, std::chrono::milliseconds health_poll,
+             std::chrono::milliseconds drain);
   void HealthLoop();
 
   NormCore* const core_;
@@ -69,6 +75,7 @@ class NormServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   const std::chrono::milliseconds health_poll_;
+  const std::chrono::milliseconds drain_;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -50,7 +50,7 @@ BatcherOptions OneWorker() {
 // backend is blocked inside Run with it.
 void OccupyWorker(CoreWithFake& c, const v1::NormalizeRequest& request, PendingCall* call) {
   c.fake->Block();
-  SubmitAsync(*c.core, request, call);
+  testing::SubmitOwned(*c.core, request, call);
   ASSERT_TRUE(call->ticket.ok()) << call->ticket.status();
   c.fake->WaitEntered(1);
 }
@@ -242,7 +242,7 @@ TEST(BatcherTest, DeadlineAlreadyPassedIsRefusedAtSubmit) {
   CallInfo info;
   info.deadline = Clock::now() - std::chrono::milliseconds(1);
   PendingCall call;
-  SubmitAsync(*c.core, LayerNormRequest(1, 8, 2), &call, info);
+  testing::SubmitOwned(*c.core, LayerNormRequest(1, 8, 2), &call, info);
   ASSERT_FALSE(call.ticket.ok());
   EXPECT_EQ(call.ticket.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(c.fake->problems(), 0);

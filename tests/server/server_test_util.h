@@ -134,6 +134,8 @@ class FakeBackend final : public kernels::Backend {
 
 // A request in flight through NormCore: owns the response and the outcome.
 struct PendingCall {
+  // Holds the request when the caller does not (see SubmitOwned).
+  v1::NormalizeRequest request;
   v1::NormalizeResponse response;
   std::promise<absl::Status> promise;
   std::future<absl::Status> future = promise.get_future();
@@ -146,6 +148,14 @@ inline void SubmitAsync(NormCore& core, const v1::NormalizeRequest& request, Pen
   call->ticket = core.Submit(request, &call->response, info,
                              [call](const absl::Status& status) { call->promise.set_value(status); });
   if (!call->ticket.ok()) call->promise.set_value(call->ticket.status());
+}
+
+// Copies `request` into `call` and submits that copy, so that a temporary
+// request may be passed.
+inline void SubmitOwned(NormCore& core, const v1::NormalizeRequest& request, PendingCall* call,
+                        CallInfo info = CallInfo()) {
+  call->request = request;
+  SubmitAsync(core, call->request, call, info);
 }
 
 // Submits and waits: the response, or the error.

@@ -1,0 +1,23 @@
+# Runs the corpus generator into SCRATCH and fails unless every file it
+# writes equals the checked-in one in CORPUS and CORPUS has no others.
+file(REMOVE_RECURSE ${SCRATCH})
+file(MAKE_DIRECTORY ${SCRATCH})
+execute_process(COMMAND ${GENERATOR} ${SCRATCH} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "corpus generator failed: ${rc}")
+endif()
+file(GLOB generated RELATIVE ${SCRATCH} ${SCRATCH}/*)
+file(GLOB checked_in RELATIVE ${CORPUS} ${CORPUS}/*)
+list(SORT generated)
+list(SORT checked_in)
+if(NOT generated STREQUAL checked_in)
+  message(FATAL_ERROR "corpus file list differs from the generator's.\n generated: ${generated}\n checked in: ${checked_in}\n"
+                      "Regenerate: normserve_fuzz_make_corpus ${CORPUS}")
+endif()
+foreach(name IN LISTS generated)
+  file(SHA256 ${SCRATCH}/${name} want)
+  file(SHA256 ${CORPUS}/${name} have)
+  if(NOT want STREQUAL have)
+    message(FATAL_ERROR "corpus/${name} differs from the generator's output. Regenerate: normserve_fuzz_make_corpus ${CORPUS}")
+  endif()
+endforeach()
