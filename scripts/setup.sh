@@ -10,8 +10,8 @@ BUILD_PACKAGES=(
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
 )
 TEST_PACKAGES=(
-  python3 python3-numpy python3-grpcio python3-protobuf python3-yaml
-  prometheus curl yamllint openssl
+  python3 python3-numpy python3-grpcio python3-protobuf python3-yaml python3-torch
+  prometheus curl yamllint openssl chromium
 )
 
 packages=("${BUILD_PACKAGES[@]}")

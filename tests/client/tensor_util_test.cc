@@ -59,10 +59,11 @@ TEST(TensorUtilTest, NamesAndEnums) {
   EXPECT_EQ(ShapeString(std::vector<int64_t>{2, 3}), "[2,3]");
 }
 
-TEST(ClientOptionsTest, ServiceConfigHasRoundRobinAndRetries) {
+TEST(ClientOptionsTest, ServiceConfigHasRoundRobinHealthCheckingAndRetries) {
   ClientOptions o;
   EXPECT_EQ(ServiceConfigJson(o),
-            R"({"loadBalancingConfig":[{"round_robin":{}}],"methodConfig":[{"name":[{"service":)"
+            R"({"loadBalancingConfig":[{"round_robin":{}}],"healthCheckConfig":{"serviceName":""},)"
+            R"("methodConfig":[{"name":[{"service":)"
             R"("normserve.v1.NormService"}],"retryPolicy":{"maxAttempts":3,"initialBackoff":"0.050s",)"
             R"("maxBackoff":"1.000s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}]})");
   o.retry_max_attempts = 1;
