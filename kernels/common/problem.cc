@@ -304,6 +304,8 @@ KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements) 
 
   // 8. Residual.
   if (p.residual.present()) {
+    // Rank and dims first, so that the messages below never print a huge shape.
+    NORMSERVE_KERNEL_RETURN_IF_ERROR(CheckDims(p.residual, "residual"));
     if (p.residual.dtype != p.input.dtype) {
       const std::string got = ValidDType(p.residual.dtype)
                                   ? std::string(WireDTypeName(p.residual.dtype))

@@ -1,7 +1,30 @@
-// The avx2 kernel table: built with -mavx2 -mfma -mf16c (CMakeLists.txt).
-// Only cpu_backend.cc calls in here, after checking the CPU supports it.
-#include "simd_avx2.h"
+// The avx2 kernel table. Only cpu_backend.cc calls in here, after checking
+// that the CPU supports avx2.
+//
+// With GCC the instruction set is switched on by a target pragma placed AFTER
+// every standard and project header: inline functions from those headers
+// (types.h conversions, std:: templates) are then compiled for baseline
+// x86-64 here too. Were the whole file built with -mavx2 flags, the linker
+// could keep this file's avx2 copy of such a shared inline function for
+// every caller and crash older CPUs with SIGILL. Clang has no equivalent
+// pragma for templates, so there CMakeLists.txt passes the -m flags instead.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
 #include "kernel_table.h"
+#include "normserve/kernels/problem.h"
+#include "normserve/kernels/types.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+#include "simd_avx2.h"
 #include "norm_kernels_impl.h"
 
 namespace normserve::kernels::cpu {
@@ -12,3 +35,7 @@ const KernelTable& Avx2KernelTable() {
 }
 
 }  // namespace normserve::kernels::cpu
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif

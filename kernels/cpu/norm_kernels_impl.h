@@ -228,7 +228,9 @@ struct Kernels {
       const int first = static_cast<int>(std::min<int64_t>(W, len));
       F head = S::template LoadPartial<D>(x, i0 + c, first);
       if constexpr (kResidual) head = S::Add(head, S::template LoadPartial<D>(r, i0 + c, first));
-      const float pivot = S::ReduceAdd(head) / static_cast<float>(first);
+      // Scaled before the sum so that values near FLT_MAX cannot overflow it
+      // (the fuzzer found NaN outputs for finite rows around 1.7e38).
+      const float pivot = S::ReduceAdd(S::Mul(head, S::Set1(1.0f / static_cast<float>(first))));
       double sum_d = 0, sum_d2 = 0;
       CenteredPass<D, kResidual>(x, r, h, i0 + c, len, pivot, &sum_d, &sum_d2);
       const double dlen = static_cast<double>(len);
