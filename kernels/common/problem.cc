@@ -46,46 +46,8 @@ bool ValidKind(NormKind k) {
   return false;
 }
 
-// Names as in the .proto, because messages go back to API clients.
-const char* WireDTypeName(DType t) {
-  switch (t) {
-    case DType::kFloat32:
-      return "FLOAT32";
-    case DType::kFloat16:
-      return "FLOAT16";
-    case DType::kBFloat16:
-      return "BFLOAT16";
-  }
-  return "UNKNOWN";
-}
-
-const char* WireKindName(NormKind k) {
-  switch (k) {
-    case NormKind::kLayerNorm:
-      return "LAYER_NORM";
-    case NormKind::kRmsNorm:
-      return "RMS_NORM";
-    case NormKind::kBatchNorm:
-      return "BATCH_NORM";
-    case NormKind::kGroupNorm:
-      return "GROUP_NORM";
-    case NormKind::kInstanceNorm:
-      return "INSTANCE_NORM";
-  }
-  return "UNKNOWN";
-}
 
 bool IsRowKind(NormKind k) { return k == NormKind::kLayerNorm || k == NormKind::kRmsNorm; }
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) s += ',';
-    s += std::to_string(shape[i]);
-  }
-  s += ']';
-  return s;
-}
 
 std::string FloatString(float v) {
   if (std::isnan(v)) return "nan";
@@ -123,7 +85,7 @@ KernelStatus CheckBytes(const TensorView& t, const char* field) {
   const uint64_t need = static_cast<uint64_t>(t.NumElements()) * DTypeSize(t.dtype);
   if (t.byte_size != need) {
     return KernelStatus::InvalidArgument(std::string(field) + ".data has " + std::to_string(t.byte_size) +
-                                         " bytes; shape " + ShapeString(t.shape) + " " + WireDTypeName(t.dtype) +
+                                         " bytes; shape " + ShapeString(t.shape) + " " + DTypeWireName(t.dtype) +
                                          " needs " + std::to_string(need));
   }
   return KernelStatus::Ok();
@@ -137,8 +99,8 @@ KernelStatus CheckParamDType(const TensorView& t, const char* field, DType input
                                          "; expected FLOAT32, FLOAT16 or BFLOAT16");
   }
   if (t.dtype != DType::kFloat32 && t.dtype != input_dtype) {
-    return KernelStatus::InvalidArgument(std::string(field) + ".dtype " + WireDTypeName(t.dtype) +
-                                         " must be FLOAT32 or input.dtype " + WireDTypeName(input_dtype));
+    return KernelStatus::InvalidArgument(std::string(field) + ".dtype " + DTypeWireName(t.dtype) +
+                                         " must be FLOAT32 or input.dtype " + DTypeWireName(input_dtype));
   }
   return KernelStatus::Ok();
 }
@@ -186,6 +148,16 @@ KernelStatus CheckRowParam(const TensorView& t, const char* field, const NormPro
 
 }  // namespace
 
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) s += ',';
+    s += std::to_string(shape[i]);
+  }
+  s += ']';
+  return s;
+}
+
 int64_t TensorView::NumElements() const { return Product(shape, 0, shape.size()); }
 
 ProblemGeometry ComputeGeometry(const NormProblem& p) {
@@ -227,7 +199,7 @@ KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements) 
     return KernelStatus::InvalidArgument("kind has unknown value " + std::to_string(static_cast<int>(p.kind)) +
                                          "; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM");
   }
-  const char* kind = WireKindName(p.kind);
+  const char* kind = NormKindWireName(p.kind);
   const bool row_kind = IsRowKind(p.kind);
 
   // 1-2. The input tensor itself.
@@ -308,10 +280,10 @@ KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements) 
     NORMSERVE_KERNEL_RETURN_IF_ERROR(CheckDims(p.residual, "residual"));
     if (p.residual.dtype != p.input.dtype) {
       const std::string got = ValidDType(p.residual.dtype)
-                                  ? std::string(WireDTypeName(p.residual.dtype))
+                                  ? std::string(DTypeWireName(p.residual.dtype))
                                   : "with unknown value " + std::to_string(static_cast<int>(p.residual.dtype));
       return KernelStatus::InvalidArgument("residual.dtype " + got + " differs from input.dtype " +
-                                           WireDTypeName(p.input.dtype));
+                                           DTypeWireName(p.input.dtype));
     }
     if (p.residual.shape != p.input.shape) {
       return KernelStatus::InvalidArgument("residual.shape " + ShapeString(p.residual.shape) +

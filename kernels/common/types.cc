@@ -30,6 +30,34 @@ std::string_view NormKindName(NormKind k) {
   return "unknown";
 }
 
+const char* DTypeWireName(DType t) {
+  switch (t) {
+    case DType::kFloat32:
+      return "FLOAT32";
+    case DType::kFloat16:
+      return "FLOAT16";
+    case DType::kBFloat16:
+      return "BFLOAT16";
+  }
+  return "UNKNOWN";
+}
+
+const char* NormKindWireName(NormKind k) {
+  switch (k) {
+    case NormKind::kLayerNorm:
+      return "LAYER_NORM";
+    case NormKind::kRmsNorm:
+      return "RMS_NORM";
+    case NormKind::kBatchNorm:
+      return "BATCH_NORM";
+    case NormKind::kGroupNorm:
+      return "GROUP_NORM";
+    case NormKind::kInstanceNorm:
+      return "INSTANCE_NORM";
+  }
+  return "UNKNOWN";
+}
+
 bool ParseDType(std::string_view name, DType* out) {
   for (DType t : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
     if (DTypeName(t) == name) {

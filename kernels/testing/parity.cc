@@ -46,27 +46,6 @@ class Random {
   uint64_t state_;
 };
 
-const char* WireName(DType t) {
-  switch (t) {
-    case DType::kFloat32:
-      return "FLOAT32";
-    case DType::kFloat16:
-      return "FLOAT16";
-    case DType::kBFloat16:
-      return "BFLOAT16";
-  }
-  return "UNKNOWN";
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) s += ',';
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 std::string Num(double v) {
   char buf[40];
   std::snprintf(buf, sizeof(buf), "%.9g", v);
@@ -331,15 +310,15 @@ std::string_view ParamModeName(ParamMode m) {
 }
 
 std::string DescribeSpec(const CaseSpec& spec) {
-  std::string s = std::string(NormKindName(spec.kind)) + " " + WireName(spec.dtype) + " " + ShapeString(spec.shape) +
-                  " params=" + std::string(ParamModeName(spec.params)) + "/" + WireName(spec.param_dtype);
+  std::string s = std::string(NormKindName(spec.kind)) + " " + DTypeWireName(spec.dtype) + " " + ShapeString(spec.shape) +
+                  " params=" + std::string(ParamModeName(spec.params)) + "/" + DTypeWireName(spec.param_dtype);
   if (IsRowKind(spec.kind)) s += " k=" + std::to_string(spec.normalized_dims);
   if (spec.kind == NormKind::kGroupNorm) s += " G=" + std::to_string(spec.num_groups);
   if (spec.kind == NormKind::kBatchNorm) s += spec.use_batch_stats ? " batch_stats" : " running_stats";
   if (spec.unit_offset) s += " unit_offset";
   if (spec.residual) s += " residual";
   if (spec.return_stats) s += " stats";
-  if (spec.output_dtype) s += std::string(" out=") + WireName(*spec.output_dtype);
+  if (spec.output_dtype) s += std::string(" out=") + DTypeWireName(*spec.output_dtype);
   if (spec.epsilon) s += " eps=" + Num(*spec.epsilon);
   return s;
 }

@@ -18,6 +18,7 @@
 #define NORMSERVE_KERNELS_PROBLEM_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "normserve/kernels/status.h"
@@ -89,6 +90,9 @@ struct ProblemGeometry {
   int64_t spatial = 0;
   int64_t num_groups = 0;
 };
+
+// "[2,4,5]": a shape as messages print it.
+std::string ShapeString(const std::vector<int64_t>& shape);
 
 // REQUIRES: ValidateProblem(p).ok()
 ProblemGeometry ComputeGeometry(const NormProblem& p);

@@ -31,7 +31,11 @@ inline constexpr size_t DTypeSize(DType t) { return t == DType::kFloat32 ? 4 : 2
 std::string_view DTypeName(DType t);
 // "layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm".
 std::string_view NormKindName(NormKind k);
-// Inverse of the above; return false for an unknown name.
+// Names as in the .proto ("FLOAT32", "LAYER_NORM", ...), for messages that go
+// back to API clients.
+const char* DTypeWireName(DType t);
+const char* NormKindWireName(NormKind k);
+// Inverse of DTypeName / NormKindName; return false for an unknown name.
 bool ParseDType(std::string_view name, DType* out);
 bool ParseNormKind(std::string_view name, NormKind* out);
 
