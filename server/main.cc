@@ -48,6 +48,10 @@ ABSL_FLAG(int, batch_workers, 2, "Threads per backend that run batches and compl
 ABSL_FLAG(int, max_stream_inflight, 64, "Requests of one NormalizeStream read ahead and not yet answered.");
 ABSL_FLAG(bool, enable_reflection, false, "Serve gRPC server reflection.");
 ABSL_FLAG(double, shutdown_grace_s, 10, "On SIGTERM/SIGINT, how long queued and running requests may take.");
+ABSL_FLAG(int, max_concurrent_streams, 256, "Concurrent calls per client connection; 0 keeps gRPC's default.");
+ABSL_FLAG(int64_t, resource_quota_mb, 2048, "Memory the gRPC transport may use for buffers, MiB; 0 = unlimited.");
+ABSL_FLAG(int, keepalive_time_s, 60, "Ping idle client connections this often, seconds.");
+ABSL_FLAG(int, keepalive_timeout_s, 20, "Close a connection whose keepalive ping is unanswered this long, seconds.");
 ABSL_FLAG(double, shutdown_drain_s, 0.5,
           "On SIGTERM/SIGINT, how long to keep serving after health turns NOT_SERVING so that clients move "
           "away first (at most half of --shutdown_grace_s).");
@@ -179,6 +183,10 @@ int Run() {
   server_options.tls_key = absl::GetFlag(FLAGS_tls_key);
   server_options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   server_options.service.max_stream_inflight = absl::GetFlag(FLAGS_max_stream_inflight);
+  server_options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  server_options.resource_quota_bytes = absl::GetFlag(FLAGS_resource_quota_mb) << 20;
+  server_options.keepalive_time = std::chrono::seconds(absl::GetFlag(FLAGS_keepalive_time_s));
+  server_options.keepalive_timeout = std::chrono::seconds(absl::GetFlag(FLAGS_keepalive_timeout_s));
   server_options.shutdown_drain =
       std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_shutdown_drain_s) * 1000));
   if (const std::string token_file = absl::GetFlag(FLAGS_auth_token_file); !token_file.empty()) {

@@ -43,6 +43,17 @@ struct ServerOptions {
   NormServiceOptions service;
   // How often backend health is polled for the health service.
   std::chrono::milliseconds health_poll{1000};
+  // Transport limits. Concurrent streams (calls) per HTTP/2 connection; 0
+  // keeps gRPC's default. Together with the resource quota this bounds what a
+  // few clients can pile up in memory before the core's queue limits apply.
+  int max_concurrent_streams = 256;
+  // Memory the gRPC transport may use for buffers, bytes; 0 = unlimited.
+  int64_t resource_quota_bytes = int64_t{2} << 30;
+  // Server-side keepalive pings on idle connections, and the shortest ping
+  // interval a client may use before it is told to go away.
+  std::chrono::milliseconds keepalive_time{60000};
+  std::chrono::milliseconds keepalive_timeout{20000};
+  std::chrono::milliseconds min_client_ping_interval{10000};
   // On Shutdown, how long the server keeps serving after health turns
   // NOT_SERVING, so that health-checking clients move to other replicas
   // before new calls are refused. Capped at half the shutdown grace.

@@ -1,8 +1,13 @@
 // The client library against the real server: numerics against the float64
 // reference, async and streaming calls, server info, health and errors.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <future>
+#include <mutex>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "normserve/client/client.h"
 #include "normserve/client/tensor_util.h"
@@ -108,6 +113,50 @@ TEST_F(ClientE2eTest, StreamSessionMatchesResponsesById) {
     EXPECT_TRUE(WithinBounds(r->output().data(), ReferenceOutput(reqs[i]), v1::BFLOAT16)) << i;
   }
   EXPECT_TRUE(session->Finish().ok());
+}
+
+// 10,000 requests in flight on one stream (the server reads ahead a bounded
+// number and answers as they finish, in any order). Each request's beta is its
+// own id, so the mean of its LayerNorm output is that id: a response matched to
+// the wrong request would show it.
+TEST_F(ClientE2eTest, TenThousandStreamedRequestsAreEachAnsweredOnce) {
+  auto session = client_->OpenSession();
+  constexpr int kRequests = 10000;
+  constexpr int64_t kCols = 64;
+  std::mt19937 rng(7);
+  const std::vector<float> x = Random(&rng, kCols, 0.0f, 1.0f);
+  std::mutex mu;
+  std::vector<int> answers(kRequests, 0);
+  std::vector<std::string> problems;
+  std::atomic<int> done{0};
+  for (int i = 0; i < kRequests; ++i) {
+    v1::NormalizeRequest req;
+    req.set_request_id(500000 + i);
+    req.set_kind(v1::LAYER_NORM);
+    *req.mutable_input() = MakeTensor(x, {1, kCols}, v1::FLOAT32);
+    *req.mutable_beta() = MakeTensor(std::vector<float>(kCols, static_cast<float>(i)), {kCols}, v1::FLOAT32);
+    session->Send(std::move(req), [&, i](absl::StatusOr<v1::NormalizeResponse> r) {
+      std::lock_guard<std::mutex> lock(mu);
+      ++answers[i];
+      if (!r.ok()) {
+        problems.push_back(absl::StrCat(i, ": ", r.status().ToString()));
+      } else {
+        const std::vector<float> y = client::TensorToFloats(r->output()).value();
+        double mean = 0;
+        for (float v : y) mean += v;
+        mean /= static_cast<double>(y.size());
+        if (r->request_id() != 500000u + i || std::abs(mean - i) > 1e-3 * std::max(1, i)) {
+          problems.push_back(absl::StrCat(i, ": request_id ", r->request_id(), " output mean ", mean));
+        }
+      }
+      done.fetch_add(1);
+    });
+  }
+  EXPECT_TRUE(session->Finish().ok());
+  EXPECT_EQ(done.load(), kRequests);
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_TRUE(problems.empty()) << problems.size() << " bad responses, first: " << problems.front();
+  for (int i = 0; i < kRequests; ++i) ASSERT_EQ(answers[i], 1) << "request " << i;
 }
 
 TEST_F(ClientE2eTest, GetServerInfoDescribesTheCpuBackend) {
