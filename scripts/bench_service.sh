@@ -36,14 +36,16 @@ run_variant batching-on "$build/server/normserve" --metrics_port=-1 --backend=cp
 run_variant batching-off "$build/server/normserve" --metrics_port=-1 --backend=cpu --cpu_threads="$threads" \
   --enable_batching=false
 
-/usr/bin/python3 - "$out" "$day" <<'PY'
+/usr/bin/python3 - "$out" "$day" "$(git -C "$root" rev-parse --short HEAD)" "$step" <<'PY' | tee "$out/service-$day-summary.txt"
 import csv, sys
-out, day = sys.argv[1:3]
+out, day, commit, step = sys.argv[1:5]
 rows = {}
 for name in ("echo", "batching-on", "batching-off"):
     with open(f"{out}/service-{day}-{name}.csv") as f:
         rows[name] = list(csv.DictReader(f))
-print(f"commit-free summary, {day}: req/s (fraction of echo) and p99 us per concurrency")
+print(f"# scripts/bench_service.sh {step}: 1x4096 bfloat16 LayerNorm, closed loop, {step} s per step, "
+      f"commit {commit}, {day}, CPU backend, loadgen and server on the same machine")
+print("# req/s (fraction of the echo server's) and p99 latency in us, per concurrency")
 keys = rows["echo"][0].keys()
 conc = next(k for k in keys if "concurrency" in k)
 rps = next(k for k in keys if "achieved" in k)
