@@ -106,7 +106,8 @@ int64_t NumStatGroups(const NormProblem& p);
 // running stats, residual, num_groups, normalized_dims, epsilon, dtypes.
 // Returns INVALID_ARGUMENT with a message that names the field (as in the
 // .proto: "input.data", "gamma.shape", "num_groups", ...) and what was
-// expected. Does not look at `out`.
+// expected, or RESOURCE_EXHAUSTED for a tensor over max_tensor_elements (too
+// large by configuration, SEMANTICS.md). Does not look at `out`.
 KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements = int64_t{1} << 31);
 
 // Maps a row of a LAYER/RMS problem's [rows, cols] view to the element offset
