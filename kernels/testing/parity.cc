@@ -665,4 +665,11 @@ std::vector<std::string> CheckBatchInvariance(Backend& backend, const ProblemCas
   return failures;
 }
 
+std::string SummarizeFailures(const std::vector<std::string>& failures, size_t max_shown) {
+  std::string text;
+  for (size_t i = 0; i < failures.size() && i < max_shown; ++i) text += failures[i] + "\n";
+  if (failures.size() > max_shown) text += std::to_string(failures.size() - max_shown) + " more\n";
+  return text;
+}
+
 }  // namespace normserve::kernels::testing

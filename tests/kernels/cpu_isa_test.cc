@@ -23,10 +23,7 @@ constexpr DType kDTypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16}
 constexpr size_t kShownFailures = 20;
 
 void ExpectNoFailures(const std::vector<std::string>& failures) {
-  std::string text;
-  for (size_t i = 0; i < failures.size() && i < kShownFailures; ++i) text += failures[i] + "\n";
-  if (failures.size() > kShownFailures) text += std::to_string(failures.size() - kShownFailures) + " more\n";
-  EXPECT_TRUE(failures.empty()) << text;
+  EXPECT_TRUE(failures.empty()) << testing::SummarizeFailures(failures, kShownFailures);
 }
 
 class CpuIsaTest : public ::testing::TestWithParam<CpuIsa> {

@@ -138,6 +138,10 @@ std::vector<CaseSpec> ParitySweep(uint64_t seed, int size);
 // On return `c` holds the backend's outputs.
 std::vector<std::string> CompareToReference(Backend& backend, ProblemCase& c);
 
+// The first `max_shown` failures, one a line, then how many more there were:
+// a test's failure message that stays readable when a sweep fails wholesale.
+std::string SummarizeFailures(const std::vector<std::string>& failures, size_t max_shown);
+
 // Checks that every sampled row (LAYER/RMS) or sample (GROUP/INSTANCE,
 // BATCH_NORM inference) of `c` gets the same output bits computed (1) as
 // part of all of `c`, (2) alone, as a one-row problem, and (3) alone inside
