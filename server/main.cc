@@ -32,7 +32,8 @@
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on for gRPC.");
 ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks a free port (printed on start).");
 ABSL_FLAG(int, metrics_port, 9464, "Prometheus /metrics port; 0 picks a free port, -1 disables metrics.");
-ABSL_FLAG(std::string, backend, "auto", "Default backend: auto (CUDA when a GPU is present, else CPU), cpu or cuda.");
+ABSL_FLAG(std::string, backend, "auto",
+          "Default backend: auto (CUDA when a GPU is present, else CPU), cpu or cuda.");
 ABSL_FLAG(int, cpu_threads, 0, "CPU backend threads; 0 uses every core available.");
 ABSL_FLAG(std::string, devices, "", "Comma-separated CUDA device ordinals; empty means device 0.");
 ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC message received or sent, MiB.");
@@ -42,16 +43,20 @@ ABSL_FLAG(int64_t, max_queue_delay_us, 100,
           "How long a request may wait for compatible company, microseconds. 0: no waiting (requests "
           "already queued together still merge); use --enable_batching=false for one request per call.");
 ABSL_FLAG(int64_t, max_queue_requests, 1024, "Most requests queued per backend; more get UNAVAILABLE.");
-ABSL_FLAG(int64_t, max_queue_bytes, int64_t{1} << 30, "Most input bytes queued per backend; more get UNAVAILABLE.");
+ABSL_FLAG(int64_t, max_queue_bytes, int64_t{1} << 30,
+          "Most input bytes queued per backend; more get UNAVAILABLE.");
 ABSL_FLAG(bool, enable_batching, true, "Merge compatible requests into one backend call.");
 ABSL_FLAG(int, batch_workers, 2, "Threads per backend that run batches and complete calls.");
 ABSL_FLAG(int, max_stream_inflight, 64, "Requests of one NormalizeStream read ahead and not yet answered.");
 ABSL_FLAG(bool, enable_reflection, false, "Serve gRPC server reflection.");
 ABSL_FLAG(double, shutdown_grace_s, 10, "On SIGTERM/SIGINT, how long queued and running requests may take.");
-ABSL_FLAG(int, max_concurrent_streams, 256, "Concurrent calls per client connection; 0 keeps gRPC's default.");
-ABSL_FLAG(int64_t, resource_quota_mb, 2048, "Memory the gRPC transport may use for buffers, MiB; 0 = unlimited.");
+ABSL_FLAG(int, max_concurrent_streams, 256,
+          "Concurrent calls per client connection; 0 keeps gRPC's default.");
+ABSL_FLAG(int64_t, resource_quota_mb, 2048,
+          "Memory the gRPC transport may use for buffers, MiB; 0 = unlimited.");
 ABSL_FLAG(int, keepalive_time_s, 60, "Ping idle client connections this often, seconds.");
-ABSL_FLAG(int, keepalive_timeout_s, 20, "Close a connection whose keepalive ping is unanswered this long, seconds.");
+ABSL_FLAG(int, keepalive_timeout_s, 20,
+          "Close a connection whose keepalive ping is unanswered this long, seconds.");
 ABSL_FLAG(double, shutdown_drain_s, 0.5,
           "On SIGTERM/SIGINT, how long to keep serving after health turns NOT_SERVING so that clients move "
           "away first (at most half of --shutdown_grace_s).");
@@ -169,8 +174,9 @@ int Run() {
       core_options.batcher.max_batch_rows <= 0 || core_options.batcher.max_queue_delay.count() < 0 ||
       core_options.batcher.max_queue_requests <= 0 || core_options.batcher.max_queue_bytes <= 0 ||
       core_options.batcher.workers <= 0) {
-    return Fail("--max_message_mb, --max_tensor_elements, --max_batch_rows, --max_queue_requests, "
-                "--max_queue_bytes and --batch_workers must be > 0, --max_queue_delay_us >= 0");
+    return Fail(
+        "--max_message_mb, --max_tensor_elements, --max_batch_rows, --max_queue_requests, "
+        "--max_queue_bytes and --batch_workers must be > 0, --max_queue_delay_us >= 0");
   }
   NormCore core(core_options, std::move(backends), default_backend, metrics.get());
 
@@ -200,12 +206,13 @@ int Run() {
   const std::string host = PrintableHost(server_options.host);
   const std::string metrics_part =
       metrics ? absl::StrCat("metrics on ", host, ":", metrics->port()) : std::string("metrics off");
-  std::cout << "normserve listening on " << host << ":" << (*server)->port() << " " << metrics_part << " backend "
-            << default_backend << std::endl;
+  std::cout << "normserve listening on " << host << ":" << (*server)->port() << " " << metrics_part
+            << " backend " << default_backend << std::endl;
 
   const int signal_number = WaitForSignal();
   const double grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
-  std::cerr << "normserve: signal " << signal_number << ", shutting down (grace " << grace_s << " s)" << std::endl;
+  std::cerr << "normserve: signal " << signal_number << ", shutting down (grace " << grace_s << " s)"
+            << std::endl;
   const auto grace = std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000));
   // A watchdog bounds the exit even if a backend call hangs.
   std::thread([grace] {

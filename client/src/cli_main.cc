@@ -67,13 +67,17 @@ absl::StatusOr<v1::Tensor> LoadTensor(const std::string& path, v1::DType dtype) 
   const v1::DType file_type = a.dtype == NpyDType::kFloat32   ? v1::FLOAT32
                               : a.dtype == NpyDType::kFloat16 ? v1::FLOAT16
                                                               : v1::BFLOAT16;
-  if (dtype == v1::DTYPE_UNSPECIFIED || dtype == file_type) return MakeTensorFromBytes(a.data, a.shape, file_type);
-  ASSIGN_OR_RETURN(std::vector<float> values, TensorToFloats(MakeTensorFromBytes(a.data, a.shape, file_type)));
+  if (dtype == v1::DTYPE_UNSPECIFIED || dtype == file_type)
+    return MakeTensorFromBytes(a.data, a.shape, file_type);
+  ASSIGN_OR_RETURN(std::vector<float> values,
+                   TensorToFloats(MakeTensorFromBytes(a.data, a.shape, file_type)));
   return MakeTensor(values, a.shape, dtype);
 }
 
 // Parameters travel as FLOAT32 from '<f4' files and as their own type otherwise.
-absl::StatusOr<v1::Tensor> LoadParam(const std::string& path) { return LoadTensor(path, v1::DTYPE_UNSPECIFIED); }
+absl::StatusOr<v1::Tensor> LoadParam(const std::string& path) {
+  return LoadTensor(path, v1::DTYPE_UNSPECIFIED);
+}
 
 absl::Status SaveTensor(const std::string& path, const v1::Tensor& t, bool raw_bf16) {
   NpyArray a;
@@ -101,8 +105,8 @@ absl::Status SaveTensor(const std::string& path, const v1::Tensor& t, bool raw_b
       return absl::InternalError("the server returned a tensor without a dtype");
   }
   if (a.data.size() != static_cast<size_t>(a.NumElements() * NpyItemSize(a.dtype))) {
-    return absl::InternalError(absl::StrCat("the server returned ", a.data.size(), " bytes for shape ",
-                                            ShapeString(a.shape)));
+    return absl::InternalError(
+        absl::StrCat("the server returned ", a.data.size(), " bytes for shape ", ShapeString(a.shape)));
   }
   return WriteNpyFile(path, a);
 }
@@ -149,12 +153,14 @@ absl::Status RunNormalize(Client* client, const NormalizeFlags& f) {
   } else if (f.backend == "cuda") {
     req.set_backend(v1::BACKEND_CUDA);
   } else if (f.backend != "auto") {
-    return absl::InvalidArgumentError(absl::StrCat("--backend '", f.backend, "': expected auto, cpu or cuda"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend '", f.backend, "': expected auto, cpu or cuda"));
   }
 
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(v1::NormalizeResponse resp, client->Normalize(req));
-  const double round_trip_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const double round_trip_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 
   RETURN_IF_ERROR(SaveTensor(f.output, resp.output(), f.raw_bf16));
   if (!f.residual_out.empty()) {
@@ -164,15 +170,17 @@ absl::Status RunNormalize(Client* client, const NormalizeFlags& f) {
   if (!f.stats_out.empty()) {
     if (resp.has_mean()) RETURN_IF_ERROR(SaveTensor(f.stats_out + "_mean.npy", resp.mean(), false));
     if (resp.has_rstd()) RETURN_IF_ERROR(SaveTensor(f.stats_out + "_rstd.npy", resp.rstd(), false));
-    if (resp.has_variance()) RETURN_IF_ERROR(SaveTensor(f.stats_out + "_variance.npy", resp.variance(), false));
+    if (resp.has_variance())
+      RETURN_IF_ERROR(SaveTensor(f.stats_out + "_variance.npy", resp.variance(), false));
   }
   const v1::ServerTiming& t = resp.timing();
-  std::printf("%s %s %s -> %s on %s: server queue %.1f us, compute %.1f us, total %.1f us "
-              "(batch of %u requests, %llu rows); round trip %.3f ms\n",
-              WireKindName(req.kind()).c_str(), WireDTypeName(req.input().dtype()).c_str(),
-              ShapeString(req.input().shape()).c_str(), f.output.c_str(), resp.backend().c_str(), t.queue_ns() / 1e3,
-              t.compute_ns() / 1e3, t.total_ns() / 1e3, t.batch_requests(),
-              static_cast<unsigned long long>(t.batch_rows()), round_trip_ms);
+  std::printf(
+      "%s %s %s -> %s on %s: server queue %.1f us, compute %.1f us, total %.1f us "
+      "(batch of %u requests, %llu rows); round trip %.3f ms\n",
+      WireKindName(req.kind()).c_str(), WireDTypeName(req.input().dtype()).c_str(),
+      ShapeString(req.input().shape()).c_str(), f.output.c_str(), resp.backend().c_str(), t.queue_ns() / 1e3,
+      t.compute_ns() / 1e3, t.total_ns() / 1e3, t.batch_requests(),
+      static_cast<unsigned long long>(t.batch_rows()), round_trip_ms);
   return absl::OkStatus();
 }
 
@@ -196,8 +204,8 @@ absl::Status RunInfo(Client* client) {
               l.max_rank());
   std::printf("batching         max %lld rows per call, max queue delay %lld us\n",
               static_cast<long long>(l.max_batch_rows()), static_cast<long long>(l.max_queue_delay_us()));
-  std::printf("queue            max %lld requests, max %lld bytes\n", static_cast<long long>(l.max_queue_requests()),
-              static_cast<long long>(l.max_queue_bytes()));
+  std::printf("queue            max %lld requests, max %lld bytes\n",
+              static_cast<long long>(l.max_queue_requests()), static_cast<long long>(l.max_queue_bytes()));
   return absl::OkStatus();
 }
 
@@ -226,7 +234,8 @@ int Main(int argc, char** argv) {
     flags.AddString("output_dtype", &nf.output_dtype, "output dtype (default: the input's)");
     flags.AddString("output", &nf.output, "output .npy");
     flags.AddString("residual_out", &nf.residual_out, "where to write input + residual");
-    flags.AddString("stats_out", &nf.stats_out, "write PREFIX_mean.npy, PREFIX_rstd.npy (PREFIX_variance.npy)");
+    flags.AddString("stats_out", &nf.stats_out,
+                    "write PREFIX_mean.npy, PREFIX_rstd.npy (PREFIX_variance.npy)");
     flags.AddBool("raw_bf16", &nf.raw_bf16, "write bfloat16 results as '<u2' bits instead of '<f4'");
     flags.AddDouble("eps", &nf.eps, "epsilon (default: the kind's, 1e-5 or 1e-6 for rms_norm)");
     flags.AddInt("normalized_dims", &nf.normalized_dims, "trailing dims normalized together");

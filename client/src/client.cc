@@ -118,9 +118,8 @@ class SessionImpl final : public NormalizeSession,
   void Send(v1::NormalizeRequest request, Callback done) override {
     std::unique_lock lock(mu_);
     if (done_ || broken_ || writes_done_requested_) {
-      absl::Status s = done_ && !final_status_.ok()
-                           ? final_status_
-                           : absl::FailedPreconditionError("the stream is closed");
+      absl::Status s = done_ && !final_status_.ok() ? final_status_
+                                                    : absl::FailedPreconditionError("the stream is closed");
       lock.unlock();
       done(s);
       return;
@@ -277,7 +276,8 @@ absl::Status StatusFromGrpc(int code, const std::string& message) {
 }
 
 std::string ServiceConfigJson(const ClientOptions& options) {
-  std::string json = absl::StrCat(R"({"loadBalancingConfig":[{")", options.load_balancing_policy, R"(":{}}])");
+  std::string json =
+      absl::StrCat(R"({"loadBalancingConfig":[{")", options.load_balancing_policy, R"(":{}}])");
   // Watch each backend's grpc.health.v1 status: a replica that turns
   // NOT_SERVING (it is draining before shutdown) stops being picked, so calls
   // move to the others before it refuses them.
@@ -391,8 +391,8 @@ void Client::NormalizeAsync(const v1::NormalizeRequest& request,
   });
 }
 
-std::future<absl::StatusOr<v1::NormalizeResponse>> Client::NormalizeFuture(const v1::NormalizeRequest& request,
-                                                                           absl::Duration deadline) {
+std::future<absl::StatusOr<v1::NormalizeResponse>> Client::NormalizeFuture(
+    const v1::NormalizeRequest& request, absl::Duration deadline) {
   auto promise = std::make_shared<std::promise<absl::StatusOr<v1::NormalizeResponse>>>();
   auto future = promise->get_future();
   NormalizeAsync(
@@ -440,7 +440,8 @@ absl::Status Client::WaitForServing(absl::Duration timeout) {
   while (true) {
     auto state = CheckHealth();
     if (state.ok() && *state == HealthState::kServing) return absl::OkStatus();
-    last = state.ok() ? absl::UnavailableError(absl::StrCat("health: ", HealthStateName(*state))) : state.status();
+    last = state.ok() ? absl::UnavailableError(absl::StrCat("health: ", HealthStateName(*state)))
+                      : state.status();
     if (absl::Now() >= end) return last;
     absl::SleepFor(absl::Milliseconds(50));
   }

@@ -12,10 +12,10 @@ namespace normserve::client {
 // --tls_server_name, --token, --token_file, --deadline, --max_message_bytes,
 // --lb and --retries, writing into `o` (and `token_file`).
 inline void AddClientFlags(FlagSet* flags, ClientOptions* o, std::string* token_file) {
-  flags->AddString("target", &o->target,
-                   "gRPC target: host:port, dns:///name:port or ipv4:a:p1,b:p2");
+  flags->AddString("target", &o->target, "gRPC target: host:port, dns:///name:port or ipv4:a:p1,b:p2");
   flags->AddBool("tls", &o->use_tls, "use TLS, verifying the server with the system roots or --tls_ca");
-  flags->AddString("tls_ca", &o->tls_root_ca_file, "PEM root CA for the server's certificate (implies --tls)");
+  flags->AddString("tls_ca", &o->tls_root_ca_file,
+                   "PEM root CA for the server's certificate (implies --tls)");
   flags->AddString("tls_cert", &o->tls_cert_file, "PEM client certificate for mutual TLS");
   flags->AddString("tls_key", &o->tls_key_file, "PEM client private key for mutual TLS");
   flags->AddString("tls_server_name", &o->tls_server_name, "name to verify the server certificate against");

@@ -31,8 +31,9 @@ class EchoService final : public v1::NormService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status NormalizeStream(grpc::ServerContext*,
-                               grpc::ServerReaderWriter<v1::StreamResponse, v1::NormalizeRequest>* stream) override {
+  grpc::Status NormalizeStream(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::StreamResponse, v1::NormalizeRequest>* stream) override {
     v1::NormalizeRequest request;
     while (stream->Read(&request)) {
       v1::StreamResponse out;

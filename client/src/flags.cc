@@ -12,59 +12,59 @@ void FlagSet::Add(std::string name, Flag flag) { flags_[std::move(name)] = std::
 
 void FlagSet::AddString(std::string name, std::string* out, std::string help) {
   Add(name, {false, std::move(help), *out, [out](absl::string_view v) {
-                *out = std::string(v);
-                return absl::OkStatus();
-              }});
+               *out = std::string(v);
+               return absl::OkStatus();
+             }});
 }
 
 void FlagSet::AddInt(std::string name, int64_t* out, std::string help) {
   Add(name, {false, std::move(help), absl::StrCat(*out), [out, name](absl::string_view v) {
-                if (!absl::SimpleAtoi(v, out)) {
-                  return absl::InvalidArgumentError(
-                      absl::StrCat("flag --", name, " expects an integer, got '", v, "'"));
-                }
-                return absl::OkStatus();
-              }});
+               if (!absl::SimpleAtoi(v, out)) {
+                 return absl::InvalidArgumentError(
+                     absl::StrCat("flag --", name, " expects an integer, got '", v, "'"));
+               }
+               return absl::OkStatus();
+             }});
 }
 
 void FlagSet::AddInt(std::string name, int* out, std::string help) {
   Add(name, {false, std::move(help), absl::StrCat(*out), [out, name](absl::string_view v) {
-                if (!absl::SimpleAtoi(v, out)) {
-                  return absl::InvalidArgumentError(
-                      absl::StrCat("flag --", name, " expects an integer, got '", v, "'"));
-                }
-                return absl::OkStatus();
-              }});
+               if (!absl::SimpleAtoi(v, out)) {
+                 return absl::InvalidArgumentError(
+                     absl::StrCat("flag --", name, " expects an integer, got '", v, "'"));
+               }
+               return absl::OkStatus();
+             }});
 }
 
 void FlagSet::AddDouble(std::string name, double* out, std::string help) {
   Add(name, {false, std::move(help), absl::StrCat(*out), [out, name](absl::string_view v) {
-                if (!absl::SimpleAtod(v, out)) {
-                  return absl::InvalidArgumentError(
-                      absl::StrCat("flag --", name, " expects a number, got '", v, "'"));
-                }
-                return absl::OkStatus();
-              }});
+               if (!absl::SimpleAtod(v, out)) {
+                 return absl::InvalidArgumentError(
+                     absl::StrCat("flag --", name, " expects a number, got '", v, "'"));
+               }
+               return absl::OkStatus();
+             }});
 }
 
 void FlagSet::AddBool(std::string name, bool* out, std::string help) {
   Add(name, {true, std::move(help), *out ? "true" : "false", [out, name](absl::string_view v) {
-                if (!absl::SimpleAtob(v, out)) {
-                  return absl::InvalidArgumentError(
-                      absl::StrCat("flag --", name, " expects true or false, got '", v, "'"));
-                }
-                return absl::OkStatus();
-              }});
+               if (!absl::SimpleAtob(v, out)) {
+                 return absl::InvalidArgumentError(
+                     absl::StrCat("flag --", name, " expects true or false, got '", v, "'"));
+               }
+               return absl::OkStatus();
+             }});
 }
 
 void FlagSet::AddDuration(std::string name, absl::Duration* out, std::string help) {
   Add(name, {false, std::move(help), absl::FormatDuration(*out), [out, name](absl::string_view v) {
-                if (!absl::ParseDuration(v, out) || *out < absl::ZeroDuration()) {
-                  return absl::InvalidArgumentError(absl::StrCat(
-                      "flag --", name, " expects a duration like 10s or 250ms, got '", v, "'"));
-                }
-                return absl::OkStatus();
-              }});
+               if (!absl::ParseDuration(v, out) || *out < absl::ZeroDuration()) {
+                 return absl::InvalidArgumentError(
+                     absl::StrCat("flag --", name, " expects a duration like 10s or 250ms, got '", v, "'"));
+               }
+               return absl::OkStatus();
+             }});
 }
 
 absl::StatusOr<std::vector<std::string>> FlagSet::Parse(int argc, char** argv, int first) {

@@ -67,9 +67,7 @@ void LatencyHistogram::Clear() {
   sum_ = 0;
 }
 
-double LatencyHistogram::Mean() const {
-  return count_ ? static_cast<double>(sum_ / count_) : 0.0;
-}
+double LatencyHistogram::Mean() const { return count_ ? static_cast<double>(sum_ / count_) : 0.0; }
 
 uint64_t LatencyHistogram::Percentile(double p) const {
   if (count_ == 0) return 0;

@@ -253,7 +253,8 @@ StepResult RunOpenLoop(const LoadgenOptions& o, Sender* sender, double rate, uin
         ++measured_sent;
         max_lag_s = std::max(max_lag_s, SecondsBetween(intended, now));
       }
-      sender->Send(o.request, [&recorder, intended, measured](Result r) { recorder.Record(intended, measured, r); });
+      sender->Send(o.request,
+                   [&recorder, intended, measured](Result r) { recorder.Record(intended, measured, r); });
       offset_s += o.arrival == ArrivalProcess::kPoisson ? gap(rng) : 1.0 / rate;
     }
     sender->WaitIdle();
@@ -269,8 +270,10 @@ StepResult RunOpenLoop(const LoadgenOptions& o, Sender* sender, double rate, uin
     result.send_rate = rate;
   }
   // Poisson gaps vary by chance; allow for that before calling it a lag.
-  const double tolerance = o.arrival == ArrivalProcess::kPoisson ? 3.0 / std::sqrt(std::max<int64_t>(measured_sent, 1)) : 0.0;
-  result.fell_behind = result.send_rate < rate * (0.95 - tolerance) || result.achieved_rps < rate * (0.95 - tolerance);
+  const double tolerance =
+      o.arrival == ArrivalProcess::kPoisson ? 3.0 / std::sqrt(std::max<int64_t>(measured_sent, 1)) : 0.0;
+  result.fell_behind =
+      result.send_rate < rate * (0.95 - tolerance) || result.achieved_rps < rate * (0.95 - tolerance);
   return result;
 }
 
@@ -279,7 +282,8 @@ absl::StatusOr<double> ParsePositive(absl::string_view text, absl::string_view w
   double scale = 1;
   if (absl::ConsumeSuffix(&text, "k")) scale = 1e3;
   if (!absl::SimpleAtod(text, &v) || !(v > 0) || !std::isfinite(v)) {
-    return absl::InvalidArgumentError(absl::StrCat("bad ", what, " '", text, "': expected a positive number"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad ", what, " '", text, "': expected a positive number"));
   }
   return v * scale;
 }
@@ -308,17 +312,20 @@ absl::StatusOr<std::vector<double>> ParseSweep(absl::string_view text) {
   const bool multiply = absl::ConsumePrefix(&step, "x");
   const bool add = !multiply && absl::ConsumePrefix(&step, "+");
   if (!multiply && !add) {
-    return absl::InvalidArgumentError(absl::StrCat("bad sweep step '", parts[2], "': expected xFACTOR or +STEP"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad sweep step '", parts[2], "': expected xFACTOR or +STEP"));
   }
   auto by = ParsePositive(step, "sweep step");
   if (!by.ok()) return by.status();
   if (multiply && *by <= 1) {
-    return absl::InvalidArgumentError(absl::StrCat("bad sweep step '", parts[2], "': the factor must exceed 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad sweep step '", parts[2], "': the factor must exceed 1"));
   }
   std::vector<double> out;
   for (double v = *start; v <= *end * (1 + 1e-9); v = multiply ? v * *by : v + *by) {
     out.push_back(v);
-    if (out.size() > 1000) return absl::InvalidArgumentError(absl::StrCat("sweep '", text, "' has over 1000 steps"));
+    if (out.size() > 1000)
+      return absl::InvalidArgumentError(absl::StrCat("sweep '", text, "' has over 1000 steps"));
   }
   return out;
 }
@@ -361,9 +368,9 @@ absl::StatusOr<LoadReport> RunLoad(const LoadgenOptions& options) {
   const size_t steps = open_loop ? options.rates.size() : options.concurrency.size();
   for (size_t i = 0; i < steps; ++i) {
     Sender sender(&clients, options.mode);
-    std::string label = absl::StrFormat(
-        "[%d/%d %s]", i + 1, steps,
-        open_loop ? absl::StrFormat("rate %g/s", options.rates[i]) : absl::StrCat("c=", options.concurrency[i]));
+    std::string label = absl::StrFormat("[%d/%d %s]", i + 1, steps,
+                                        open_loop ? absl::StrFormat("rate %g/s", options.rates[i])
+                                                  : absl::StrCat("c=", options.concurrency[i]));
     StepResult r = open_loop ? RunOpenLoop(options, &sender, options.rates[i], options.seed + i, label)
                              : RunClosedLoop(options, &sender, options.concurrency[i], label);
     report.steps.push_back(std::move(r));

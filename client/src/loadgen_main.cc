@@ -63,7 +63,8 @@ absl::StatusOr<v1::NormalizeRequest> BuildRequest(const PayloadFlags& f, uint64_
   } else if (f.backend == "cuda") {
     req.set_backend(v1::BACKEND_CUDA);
   } else if (f.backend != "auto") {
-    return absl::InvalidArgumentError(absl::StrCat("--backend '", f.backend, "': expected auto, cpu or cuda"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend '", f.backend, "': expected auto, cpu or cuda"));
   }
   std::mt19937_64 rng(seed);
   int64_t n = 1;
@@ -74,14 +75,21 @@ absl::StatusOr<v1::NormalizeRequest> BuildRequest(const PayloadFlags& f, uint64_
     return absl::InvalidArgumentError(absl::StrCat("--shape ", f.shape, ": ", f.kind, " needs [N, C, ...]"));
   }
   const std::vector<int64_t> param_shape = {per_channel ? shape[1] : shape.back()};
-  if (f.gamma) *req.mutable_gamma() = MakeTensor(RandomValues(&rng, param_shape[0], 1.0f, 0.2f, false), param_shape, dtype);
-  if (f.beta) *req.mutable_beta() = MakeTensor(RandomValues(&rng, param_shape[0], 0.0f, 0.2f, false), param_shape, dtype);
-  if (f.residual) *req.mutable_residual() = MakeTensor(RandomValues(&rng, n, 0.0f, 1.0f, false), shape, dtype);
+  if (f.gamma)
+    *req.mutable_gamma() =
+        MakeTensor(RandomValues(&rng, param_shape[0], 1.0f, 0.2f, false), param_shape, dtype);
+  if (f.beta)
+    *req.mutable_beta() =
+        MakeTensor(RandomValues(&rng, param_shape[0], 0.0f, 0.2f, false), param_shape, dtype);
+  if (f.residual)
+    *req.mutable_residual() = MakeTensor(RandomValues(&rng, n, 0.0f, 1.0f, false), shape, dtype);
   if (kind == v1::BATCH_NORM) {
     req.set_use_batch_stats(f.use_batch_stats);
     if (!f.use_batch_stats) {
-      *req.mutable_running_mean() = MakeTensor(RandomValues(&rng, shape[1], 0.5f, 0.5f, false), param_shape, v1::FLOAT32);
-      *req.mutable_running_var() = MakeTensor(RandomValues(&rng, shape[1], 1.0f, 0.5f, true), param_shape, v1::FLOAT32);
+      *req.mutable_running_mean() =
+          MakeTensor(RandomValues(&rng, shape[1], 0.5f, 0.5f, false), param_shape, v1::FLOAT32);
+      *req.mutable_running_var() =
+          MakeTensor(RandomValues(&rng, shape[1], 1.0f, 0.5f, true), param_shape, v1::FLOAT32);
     }
   }
   if (kind == v1::GROUP_NORM) req.set_num_groups(f.num_groups);
@@ -146,7 +154,8 @@ int Main(int argc, char** argv) {
     return 2;
   };
   if (flags.IsSet("rate") && flags.IsSet("concurrency")) {
-    return usage_error(absl::InvalidArgumentError("--rate (open loop) and --concurrency (closed loop) exclude each other"));
+    return usage_error(
+        absl::InvalidArgumentError("--rate (open loop) and --concurrency (closed loop) exclude each other"));
   }
   if (!rate.empty()) {
     if (rate.find(':') == std::string::npos) {
@@ -167,12 +176,14 @@ int Main(int argc, char** argv) {
   if (arrival == "poisson") {
     o.arrival = ArrivalProcess::kPoisson;
   } else if (arrival != "constant") {
-    return usage_error(absl::InvalidArgumentError(absl::StrCat("--arrival '", arrival, "': expected constant or poisson")));
+    return usage_error(
+        absl::InvalidArgumentError(absl::StrCat("--arrival '", arrival, "': expected constant or poisson")));
   }
   if (mode == "stream") {
     o.mode = LoadMode::kStream;
   } else if (mode != "unary") {
-    return usage_error(absl::InvalidArgumentError(absl::StrCat("--mode '", mode, "': expected unary or stream")));
+    return usage_error(
+        absl::InvalidArgumentError(absl::StrCat("--mode '", mode, "': expected unary or stream")));
   }
   auto request = BuildRequest(pf, static_cast<uint64_t>(seed));
   if (!request.ok()) return usage_error(request.status());
@@ -207,8 +218,9 @@ int Main(int argc, char** argv) {
     return 1;
   }
   std::fputs(ReportText(*report).c_str(), stdout);
-  for (const auto& [path, text] : {std::pair{json_path, ReportJson(*report)}, std::pair{csv_path, ReportCsv(*report)},
-                                   std::pair{html_path, ReportHtml(*report)}}) {
+  for (const auto& [path, text] :
+       {std::pair{json_path, ReportJson(*report)}, std::pair{csv_path, ReportCsv(*report)},
+        std::pair{html_path, ReportHtml(*report)}}) {
     if (path.empty()) continue;
     if (absl::Status s = WriteFile(path, text); !s.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());

@@ -81,7 +81,8 @@ std::string StepLabel(const StepResult& s) {
 // The figures of one step, as the members of a JSON object (no braces).
 std::string StepJsonMembers(const StepResult& s) {
   std::vector<std::string> errors;
-  for (const auto& [code, count] : s.errors) errors.push_back(absl::StrCat("\"", JsonEscape(code), "\":", count));
+  for (const auto& [code, count] : s.errors)
+    errors.push_back(absl::StrCat("\"", JsonEscape(code), "\":", count));
   std::vector<std::string> timeline;
   for (int64_t n : s.timeline) timeline.push_back(Num(n / s.timeline_interval_s));
   const LatencyHistogram& h = s.latency_ns;
@@ -90,10 +91,11 @@ std::string StepJsonMembers(const StepResult& s) {
       ",\"achieved_rps\":", Num(s.achieved_rps), ",\"requests\":", s.requests, ",\"ok\":", s.ok,
       ",\"warmup_requests\":", s.warmup_requests, ",\"seconds\":", Num(s.seconds),
       ",\"send_rate\":", Num(s.send_rate), ",\"max_send_lag_ms\":", Num(s.max_send_lag_ms),
-      ",\"fell_behind\":", s.fell_behind ? "true" : "false", ",\"latency_us\":{\"p50\":", Num(Us(h.Percentile(50))),
-      ",\"p90\":", Num(Us(h.Percentile(90))), ",\"p99\":", Num(Us(h.Percentile(99))),
-      ",\"p999\":", Num(Us(h.Percentile(99.9))), ",\"max\":", Num(Us(h.max())), ",\"min\":", Num(Us(h.min())),
-      ",\"mean\":", Num(h.Mean() / 1e3), "},\"errors\":{", absl::StrJoin(errors, ","),
+      ",\"fell_behind\":", s.fell_behind ? "true" : "false",
+      ",\"latency_us\":{\"p50\":", Num(Us(h.Percentile(50))), ",\"p90\":", Num(Us(h.Percentile(90))),
+      ",\"p99\":", Num(Us(h.Percentile(99))), ",\"p999\":", Num(Us(h.Percentile(99.9))),
+      ",\"max\":", Num(Us(h.max())), ",\"min\":", Num(Us(h.min())), ",\"mean\":", Num(h.Mean() / 1e3),
+      "},\"errors\":{", absl::StrJoin(errors, ","),
       "},\"server\":{\"queue_us_p50\":", Num(Us(s.server_queue_ns.Percentile(50))),
       ",\"queue_us_p99\":", Num(Us(s.server_queue_ns.Percentile(99))),
       ",\"compute_us_p50\":", Num(Us(s.server_compute_ns.Percentile(50))),
@@ -153,8 +155,9 @@ std::string Chart(const std::string& title, const std::string& x_label, const st
       "font-family=\"sans-serif\" font-size=\"11\">\n",
       kW, kH, kW, kH);
   absl::StrAppendFormat(&svg, "<title>%s</title>\n", XmlEscape(title));
-  absl::StrAppendFormat(&svg, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#fafafa\" stroke=\"#999\"/>\n",
-                        kLeft, kTop, pw, ph);
+  absl::StrAppendFormat(
+      &svg, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#fafafa\" stroke=\"#999\"/>\n",
+      kLeft, kTop, pw, ph);
   for (const Tick& t : LinearTicks(0, y_hi, 5)) {
     absl::StrAppendFormat(&svg,
                           "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
@@ -169,13 +172,13 @@ std::string Chart(const std::string& title, const std::string& x_label, const st
                           px(t.value), kTop, px(t.value), kTop + ph, px(t.value), kTop + ph + 14,
                           XmlEscape(t.label));
   }
-  absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", kLeft + pw / 2,
-                        kH - 12, XmlEscape(x_label));
-  absl::StrAppendFormat(&svg,
-                        "<text x=\"14\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 14 %.1f)\">%s</text>\n",
-                        kTop + ph / 2, kTop + ph / 2, XmlEscape(y_label));
-  absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"18\" font-size=\"13\" font-weight=\"bold\">%s</text>\n", kLeft,
-                        XmlEscape(title));
+  absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
+                        kLeft + pw / 2, kH - 12, XmlEscape(x_label));
+  absl::StrAppendFormat(
+      &svg, "<text x=\"14\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 14 %.1f)\">%s</text>\n",
+      kTop + ph / 2, kTop + ph / 2, XmlEscape(y_label));
+  absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"18\" font-size=\"13\" font-weight=\"bold\">%s</text>\n",
+                        kLeft, XmlEscape(title));
   for (size_t i = 0; i < series.size(); ++i) {
     const Series& s = series[i];
     const char* color = kColors[i % std::size(kColors)];
@@ -191,7 +194,8 @@ std::string Chart(const std::string& title, const std::string& x_label, const st
     } else {
       std::vector<std::string> pts;
       for (const auto& [x, y] : s.points) pts.push_back(absl::StrFormat("%.1f,%.1f", px(x), py(y)));
-      absl::StrAppendFormat(&svg, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"%s\"/>\n",
+      absl::StrAppendFormat(&svg,
+                            "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"%s\"/>\n",
                             color, absl::StrJoin(pts, " "));
     }
     absl::StrAppendFormat(&svg,
@@ -219,8 +223,9 @@ std::string PercentileChart(const LoadReport& report) {
     }
     series.push_back(std::move(line));
   }
-  std::vector<Tick> ticks = {{PercentileX(0), "0%"},     {PercentileX(50), "50%"},   {PercentileX(90), "90%"},
-                             {PercentileX(99), "99%"},   {PercentileX(99.9), "99.9%"}, {PercentileX(99.99), "99.99%"}};
+  std::vector<Tick> ticks = {{PercentileX(0), "0%"},       {PercentileX(50), "50%"},
+                             {PercentileX(90), "90%"},     {PercentileX(99), "99%"},
+                             {PercentileX(99.9), "99.9%"}, {PercentileX(99.99), "99.99%"}};
   return Chart("Latency by percentile", "percentile", "latency (ms)", series, ticks, 0, 4, false);
 }
 
@@ -272,16 +277,17 @@ std::string ReportText(const LoadReport& report) {
   for (size_t i = 0; i < report.steps.size(); ++i) {
     const StepResult& s = report.steps[i];
     const LatencyHistogram& h = s.latency_ns;
-    absl::StrAppendFormat(&out, "step %d/%d: %s, payload %d bytes\n", i + 1, report.steps.size(), StepLabel(s),
-                          report.payload_bytes);
+    absl::StrAppendFormat(&out, "step %d/%d: %s, payload %d bytes\n", i + 1, report.steps.size(),
+                          StepLabel(s), report.payload_bytes);
     std::vector<std::string> errors;
     for (const auto& [code, n] : s.errors) errors.push_back(absl::StrCat(code, " ", n));
-    absl::StrAppendFormat(&out, "  requests %d  ok %d  errors %d%s  warm-up %d\n", s.requests, s.ok,
-                          TotalErrors(s), errors.empty() ? "" : absl::StrCat(" (", absl::StrJoin(errors, ", "), ")"),
-                          s.warmup_requests);
+    absl::StrAppendFormat(
+        &out, "  requests %d  ok %d  errors %d%s  warm-up %d\n", s.requests, s.ok, TotalErrors(s),
+        errors.empty() ? "" : absl::StrCat(" (", absl::StrJoin(errors, ", "), ")"), s.warmup_requests);
     if (s.requested_rate > 0) {
-      absl::StrAppendFormat(&out, "  achieved %.1f req/s of %.1f requested over %.2f s (sent %.1f/s, max send lag %.2f ms)\n",
-                            s.achieved_rps, s.requested_rate, s.seconds, s.send_rate, s.max_send_lag_ms);
+      absl::StrAppendFormat(
+          &out, "  achieved %.1f req/s of %.1f requested over %.2f s (sent %.1f/s, max send lag %.2f ms)\n",
+          s.achieved_rps, s.requested_rate, s.seconds, s.send_rate, s.max_send_lag_ms);
     } else {
       absl::StrAppendFormat(&out, "  achieved %.1f req/s over %.2f s\n", s.achieved_rps, s.seconds);
     }
@@ -292,10 +298,11 @@ std::string ReportText(const LoadReport& report) {
                           Us(s.server_queue_ns.Percentile(50)), Us(s.server_queue_ns.Percentile(99)),
                           Us(s.server_compute_ns.Percentile(50)), Us(s.server_compute_ns.Percentile(99)));
     if (s.fell_behind) {
-      absl::StrAppendFormat(&out,
-                            "  WARNING: the generator fell behind: achieved %.1f req/s, sent %.1f/s of %.1f "
-                            "requested (max send lag %.2f ms); latencies still count from the intended send times\n",
-                            s.achieved_rps, s.send_rate, s.requested_rate, s.max_send_lag_ms);
+      absl::StrAppendFormat(
+          &out,
+          "  WARNING: the generator fell behind: achieved %.1f req/s, sent %.1f/s of %.1f "
+          "requested (max send lag %.2f ms); latencies still count from the intended send times\n",
+          s.achieved_rps, s.send_rate, s.requested_rate, s.max_send_lag_ms);
     }
   }
   return out;
@@ -303,12 +310,13 @@ std::string ReportText(const LoadReport& report) {
 
 std::string ReportJson(const LoadReport& report) {
   std::vector<std::string> settings, steps;
-  for (const auto& [k, v] : report.settings) settings.push_back(absl::StrCat("\"", JsonEscape(k), "\":\"", JsonEscape(v), "\""));
+  for (const auto& [k, v] : report.settings)
+    settings.push_back(absl::StrCat("\"", JsonEscape(k), "\":\"", JsonEscape(v), "\""));
   for (const StepResult& s : report.steps) steps.push_back(absl::StrCat("{", StepJsonMembers(s), "}"));
   std::string out = "{";
   if (!report.steps.empty()) absl::StrAppend(&out, StepJsonMembers(report.steps.back()), ",");
-  absl::StrAppend(&out, "\"payload_bytes\":", report.payload_bytes, ",\"settings\":{", absl::StrJoin(settings, ","),
-                  "},\"steps\":[", absl::StrJoin(steps, ","), "]}\n");
+  absl::StrAppend(&out, "\"payload_bytes\":", report.payload_bytes, ",\"settings\":{",
+                  absl::StrJoin(settings, ","), "},\"steps\":[", absl::StrJoin(steps, ","), "]}\n");
   return out;
 }
 
@@ -319,10 +327,11 @@ std::string ReportCsv(const LoadReport& report) {
   for (size_t i = 0; i < report.steps.size(); ++i) {
     const StepResult& s = report.steps[i];
     const LatencyHistogram& h = s.latency_ns;
-    absl::StrAppend(&out, i + 1, ",", s.concurrency, ",", Num(s.requested_rate), ",", Num(s.achieved_rps), ",",
-                    s.requests, ",", s.ok, ",", TotalErrors(s), ",", Num(Us(h.Percentile(50))), ",",
-                    Num(Us(h.Percentile(90))), ",", Num(Us(h.Percentile(99))), ",", Num(Us(h.Percentile(99.9))), ",",
-                    Num(Us(h.max())), ",", Num(Us(s.server_queue_ns.Percentile(50))), ",",
+    absl::StrAppend(&out, i + 1, ",", s.concurrency, ",", Num(s.requested_rate), ",", Num(s.achieved_rps),
+                    ",", s.requests, ",", s.ok, ",", TotalErrors(s), ",", Num(Us(h.Percentile(50))), ",",
+                    Num(Us(h.Percentile(90))), ",", Num(Us(h.Percentile(99))), ",",
+                    Num(Us(h.Percentile(99.9))), ",", Num(Us(h.max())), ",",
+                    Num(Us(s.server_queue_ns.Percentile(50))), ",",
                     Num(Us(s.server_compute_ns.Percentile(50))), ",", s.fell_behind ? "true" : "false", "\n");
   }
   return out;
@@ -337,28 +346,31 @@ std::string ReportHtml(const LoadReport& report) {
       "td.k{text-align:left}.warn{color:#b00;font-weight:bold}</style>\n</head>\n<body>\n"
       "<h1>normserve-loadgen report</h1>\n<h2>Settings</h2>\n<table>\n";
   for (const auto& [k, v] : report.settings) {
-    absl::StrAppend(&out, "<tr><td class=\"k\">", XmlEscape(k), "</td><td class=\"k\">", XmlEscape(v), "</td></tr>\n");
+    absl::StrAppend(&out, "<tr><td class=\"k\">", XmlEscape(k), "</td><td class=\"k\">", XmlEscape(v),
+                    "</td></tr>\n");
   }
-  absl::StrAppend(&out, "<tr><td class=\"k\">payload bytes</td><td class=\"k\">", report.payload_bytes,
-                  "</td></tr>\n</table>\n<h2>Summary</h2>\n<table>\n<tr><th>step</th><th>mode</th><th>requests</th>"
-                  "<th>errors</th><th>achieved req/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>"
-                  "<th>p99.9 ms</th><th>max ms</th><th>server queue p50 us</th><th>server compute p50 us</th></tr>\n");
+  absl::StrAppend(
+      &out, "<tr><td class=\"k\">payload bytes</td><td class=\"k\">", report.payload_bytes,
+      "</td></tr>\n</table>\n<h2>Summary</h2>\n<table>\n<tr><th>step</th><th>mode</th><th>requests</th>"
+      "<th>errors</th><th>achieved req/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>"
+      "<th>p99.9 ms</th><th>max ms</th><th>server queue p50 us</th><th>server compute p50 us</th></tr>\n");
   for (size_t i = 0; i < report.steps.size(); ++i) {
     const StepResult& s = report.steps[i];
     const LatencyHistogram& h = s.latency_ns;
-    absl::StrAppendFormat(&out,
-                          "<tr><td>%d</td><td class=\"k\">%s</td><td>%d</td><td>%d</td><td>%.1f</td><td>%.3f</td>"
-                          "<td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.1f</td><td>%.1f</td></tr>\n",
-                          i + 1, XmlEscape(StepLabel(s)), s.requests, TotalErrors(s), s.achieved_rps,
-                          h.Percentile(50) / 1e6, h.Percentile(90) / 1e6, h.Percentile(99) / 1e6,
-                          h.Percentile(99.9) / 1e6, h.max() / 1e6, Us(s.server_queue_ns.Percentile(50)),
-                          Us(s.server_compute_ns.Percentile(50)));
+    absl::StrAppendFormat(
+        &out,
+        "<tr><td>%d</td><td class=\"k\">%s</td><td>%d</td><td>%d</td><td>%.1f</td><td>%.3f</td>"
+        "<td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.1f</td><td>%.1f</td></tr>\n",
+        i + 1, XmlEscape(StepLabel(s)), s.requests, TotalErrors(s), s.achieved_rps, h.Percentile(50) / 1e6,
+        h.Percentile(90) / 1e6, h.Percentile(99) / 1e6, h.Percentile(99.9) / 1e6, h.max() / 1e6,
+        Us(s.server_queue_ns.Percentile(50)), Us(s.server_compute_ns.Percentile(50)));
   }
   out += "</table>\n";
   for (const StepResult& s : report.steps) {
     if (s.fell_behind) {
-      absl::StrAppendFormat(&out, "<p class=\"warn\">%s: the generator fell behind (sent %.1f/s of %.1f requested).</p>\n",
-                            XmlEscape(StepLabel(s)), s.send_rate, s.requested_rate);
+      absl::StrAppendFormat(
+          &out, "<p class=\"warn\">%s: the generator fell behind (sent %.1f/s of %.1f requested).</p>\n",
+          XmlEscape(StepLabel(s)), s.send_rate, s.requested_rate);
     }
   }
   out += "<div>\n" + PercentileChart(report) + "</div>\n";

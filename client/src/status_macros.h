@@ -9,9 +9,9 @@
 #define NORMSERVE_CLIENT_CONCAT_INNER(a, b) a##b
 #define NORMSERVE_CLIENT_CONCAT(a, b) NORMSERVE_CLIENT_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                \
-  do {                                       \
-    ::absl::Status status_macro_ = (expr);   \
+#define RETURN_IF_ERROR(expr)                      \
+  do {                                             \
+    ::absl::Status status_macro_ = (expr);         \
     if (!status_macro_.ok()) return status_macro_; \
   } while (0)
 

@@ -86,8 +86,7 @@ absl::StatusOr<v1::NormKind> ParseWireKind(absl::string_view name) {
   kn::NormKind k;
   if (!kn::ParseNormKind(std::string_view(name.data(), name.size()), &k)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown kind '", name,
-        "': expected layer_norm, rms_norm, batch_norm, group_norm or instance_norm"));
+        "unknown kind '", name, "': expected layer_norm, rms_norm, batch_norm, group_norm or instance_norm"));
   }
   return ToWireKind(k);
 }
@@ -134,8 +133,8 @@ absl::StatusOr<std::vector<float>> TensorToFloats(const v1::Tensor& t) {
   const uint64_t need = static_cast<uint64_t>(n) * kn::DTypeSize(*kt);
   if (t.data().size() != need) {
     return absl::InvalidArgumentError(absl::StrCat("tensor data has ", t.data().size(), " bytes; shape ",
-                                                   ShapeString(t.shape()), " ", std::string(kn::DTypeName(*kt)),
-                                                   " needs ", need));
+                                                   ShapeString(t.shape()), " ",
+                                                   std::string(kn::DTypeName(*kt)), " needs ", need));
   }
   std::vector<float> out(n);
   for (int64_t i = 0; i < n; ++i) out[i] = kn::LoadAsFloat(t.data().data(), *kt, i);

@@ -1,9 +1,9 @@
 // RecordToJson: one benchmark record as a JSON object (docs/PERFORMANCE.md).
+#include "bench_common.h"
+
 #include <cmath>
 #include <cstdio>
 #include <string>
-
-#include "bench_common.h"
 
 namespace normserve::kernels::bench {
 namespace {

@@ -13,6 +13,7 @@
 // same number of bytes (read + written) with memcpy, split over the same
 // threads by the same pool the backend uses. Peers (oneDNN layer
 // normalization) run on the same buffers and thread count.
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,7 +23,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <time.h>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -196,15 +196,16 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
   if (max_ws == 0) max_ws = options.quick ? 64 * kMiB : std::max<int64_t>(256 * kMiB, 4 * llc + 4 * llc / 32);
   const std::vector<NormKind> kinds =
       options.kinds.empty() ? std::vector<NormKind>{NormKind::kLayerNorm, NormKind::kRmsNorm} : options.kinds;
-  const std::vector<DType> dtypes = options.dtypes.empty()
-                                        ? std::vector<DType>{DType::kFloat32, DType::kFloat16, DType::kBFloat16}
-                                        : options.dtypes;
+  const std::vector<DType> dtypes =
+      options.dtypes.empty() ? std::vector<DType>{DType::kFloat32, DType::kFloat16, DType::kBFloat16}
+                             : options.dtypes;
   std::vector<int64_t> cols_list = options.cols;
   if (cols_list.empty()) {
     cols_list = options.quick ? std::vector<int64_t>{512, 4096}
                               : std::vector<int64_t>{128, 512, 768, 1024, 2048, 4096, 8192, 16384, 65536};
   }
-  const std::vector<int> threads_list = options.threads.empty() ? std::vector<int>{AvailableThreads()} : options.threads;
+  const std::vector<int> threads_list =
+      options.threads.empty() ? std::vector<int>{AvailableThreads()} : options.threads;
   const int reps = options.repetitions > 0 ? options.repetitions : (options.quick ? 5 : 11);
   CpuIsa max_isa = CpuIsa::kAvx512;
   if (!options.isa.empty() && !ParseCpuIsa(options.isa, &max_isa)) {
@@ -214,7 +215,8 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
   const std::string device = CpuModel();
   const std::string peer_name = options.peers ? OneDnnPeerName() : "";
   std::fprintf(stderr, "normserve-kernel-bench: %s, LLC %lld MiB, working set up to %lld MiB, %d reps\n",
-               device.c_str(), static_cast<long long>(llc / kMiB), static_cast<long long>(max_ws / kMiB), reps);
+               device.c_str(), static_cast<long long>(llc / kMiB), static_cast<long long>(max_ws / kMiB),
+               reps);
 
   // Each buffer holds half the largest working set; every case views a prefix.
   Buffer input(static_cast<size_t>(max_ws / 2)), output(static_cast<size_t>(max_ws / 2));
@@ -241,7 +243,8 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
             }
             // LayerNorm with gamma and beta, RMSNorm with gamma: what models use.
             std::vector<float> gamma(static_cast<size_t>(cols), 1.0f), beta(static_cast<size_t>(cols), 0.0f);
-            for (int64_t j = 0; j < cols; ++j) gamma[static_cast<size_t>(j)] = 0.5f + static_cast<float>(j % 7) * 0.125f;
+            for (int64_t j = 0; j < cols; ++j)
+              gamma[static_cast<size_t>(j)] = 0.5f + static_cast<float>(j % 7) * 0.125f;
             NormProblem p;
             p.kind = kind;
             p.input = TensorView{dtype, {rows, cols}, input.data, static_cast<uint64_t>(rows * cols * elem)};
@@ -283,7 +286,8 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
                 static_cast<int>(std::clamp<int64_t>(data_bytes / (64 << 10), 1, copy_pool.threads()));
             const std::function<void(int)> copy_part = [&](int part) {
               const size_t begin = copy_bytes * part / copy_parts / 64 * 64;
-              const size_t end = part + 1 == copy_parts ? copy_bytes : copy_bytes * (part + 1) / copy_parts / 64 * 64;
+              const size_t end =
+                  part + 1 == copy_parts ? copy_bytes : copy_bytes * (part + 1) / copy_parts / 64 * 64;
               std::memcpy(output.data + begin, input.data + begin, end - begin);
             };
             const double copy_seconds =
@@ -293,8 +297,8 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
 
             if (!peer_name.empty() && kind == NormKind::kLayerNorm) {
               std::string why;
-              const std::function<void()> peer = MakeOneDnnLayerNorm(dtype, rows, cols, p.epsilon, r.threads,
-                                                                     input.data, output.data, &why);
+              const std::function<void()> peer =
+                  MakeOneDnnLayerNorm(dtype, rows, cols, p.epsilon, r.threads, input.data, output.data, &why);
               if (peer) {
                 r.peer = peer_name;
                 r.peer_gbps = bytes / MedianSeconds(peer, reps) / 1e9;
@@ -321,9 +325,9 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
 }  // namespace normserve::kernels::bench
 
 int main(int argc, char** argv) {
-  static constexpr std::string_view kValueFlags[] = {"--backend", "--out",  "--isa",     "--git_commit", "--date",
-                                                     "--kind",    "--dtype", "--cols",   "--rows",       "--threads",
-                                                     "--reps",    "--max_ws"};
+  static constexpr std::string_view kValueFlags[] = {"--backend", "--out",     "--isa",   "--git_commit",
+                                                     "--date",    "--kind",    "--dtype", "--cols",
+                                                     "--rows",    "--threads", "--reps",  "--max_ws"};
   using namespace normserve::kernels;
   using namespace normserve::kernels::bench;
   BenchOptions options;
@@ -402,7 +406,8 @@ int main(int argc, char** argv) {
       return bad("unknown flag");
     }
   }
-  if (options.git_commit.empty()) options.git_commit = CommandOutput("git rev-parse --short HEAD 2>/dev/null");
+  if (options.git_commit.empty())
+    options.git_commit = CommandOutput("git rev-parse --short HEAD 2>/dev/null");
   if (options.git_commit.empty()) options.git_commit = "unknown";
   if (options.date.empty()) options.date = TodayUtc();
 

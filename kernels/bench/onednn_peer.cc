@@ -50,7 +50,8 @@ std::function<void()> MakeOneDnnLayerNorm(DType dtype, int64_t rows, int64_t col
     const memory::desc data_md({rows, cols}, dt, memory::format_tag::ab);
     const memory::desc param_md({cols}, memory::data_type::f32, memory::format_tag::a);
     const auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
-    const dnnl::layer_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, data_md, epsilon, flags);
+    const dnnl::layer_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, data_md, epsilon,
+                                                       flags);
     const dnnl::layer_normalization_forward::primitive_desc pd(desc, state->engine);
     state->primitive = dnnl::layer_normalization_forward(pd);
     state->scale.assign(static_cast<size_t>(cols), 1.0f);
@@ -74,7 +75,8 @@ std::function<void()> MakeOneDnnLayerNorm(DType dtype, int64_t rows, int64_t col
 
 std::string OneDnnPeerName() { return ""; }
 
-std::function<void()> MakeOneDnnLayerNorm(DType, int64_t, int64_t, float, int, const void*, void*, std::string* why) {
+std::function<void()> MakeOneDnnLayerNorm(DType, int64_t, int64_t, float, int, const void*, void*,
+                                          std::string* why) {
   if (why != nullptr) *why = "built without oneDNN";
   return {};
 }

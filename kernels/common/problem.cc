@@ -46,7 +46,6 @@ bool ValidKind(NormKind k) {
   return false;
 }
 
-
 bool IsRowKind(NormKind k) { return k == NormKind::kLayerNorm || k == NormKind::kRmsNorm; }
 
 std::string FloatString(float v) {
@@ -85,8 +84,8 @@ KernelStatus CheckBytes(const TensorView& t, const char* field) {
   const uint64_t need = static_cast<uint64_t>(t.NumElements()) * DTypeSize(t.dtype);
   if (t.byte_size != need) {
     return KernelStatus::InvalidArgument(std::string(field) + ".data has " + std::to_string(t.byte_size) +
-                                         " bytes; shape " + ShapeString(t.shape) + " " + DTypeWireName(t.dtype) +
-                                         " needs " + std::to_string(need));
+                                         " bytes; shape " + ShapeString(t.shape) + " " +
+                                         DTypeWireName(t.dtype) + " needs " + std::to_string(need));
   }
   return KernelStatus::Ok();
 }
@@ -111,8 +110,8 @@ KernelStatus CheckChannelParam(const TensorView& t, const char* field, const Nor
   NORMSERVE_KERNEL_RETURN_IF_ERROR(CheckDims(t, field));
   const int64_t c = p.input.shape[1];
   if (t.shape.size() != 1 || t.shape[0] != c) {
-    return KernelStatus::InvalidArgument(std::string(field) + ".shape " + ShapeString(t.shape) + " must be [C] = [" +
-                                         std::to_string(c) + "] (input.shape[1])");
+    return KernelStatus::InvalidArgument(std::string(field) + ".shape " + ShapeString(t.shape) +
+                                         " must be [C] = [" + std::to_string(c) + "] (input.shape[1])");
   }
   return CheckBytes(t, field);
 }
@@ -123,9 +122,9 @@ KernelStatus CheckChannelParam(const TensorView& t, const char* field, const Nor
 KernelStatus CheckRowParam(const TensorView& t, const char* field, const NormProblem& p) {
   NORMSERVE_KERNEL_RETURN_IF_ERROR(CheckParamDType(t, field, p.input.dtype));
   if (t.shape.empty()) {
-    return KernelStatus::InvalidArgument(std::string(field) + ".shape has rank 0; expected at least the last " +
-                                         std::to_string(p.normalized_dims) + " dim(s) of input.shape " +
-                                         ShapeString(p.input.shape));
+    return KernelStatus::InvalidArgument(
+        std::string(field) + ".shape has rank 0; expected at least the last " +
+        std::to_string(p.normalized_dims) + " dim(s) of input.shape " + ShapeString(p.input.shape));
   }
   NORMSERVE_KERNEL_RETURN_IF_ERROR(CheckDims(t, field));
   const size_t k = static_cast<size_t>(p.normalized_dims);
@@ -139,9 +138,9 @@ KernelStatus CheckRowParam(const TensorView& t, const char* field, const NormPro
     ok = i <= k ? pd == xd : (pd == 1 || pd == xd);
   }
   if (!ok) {
-    return KernelStatus::InvalidArgument(std::string(field) + ".shape " + ShapeString(t.shape) +
-                                         " does not broadcast against input.shape " + ShapeString(p.input.shape) +
-                                         " with normalized_dims " + std::to_string(p.normalized_dims));
+    return KernelStatus::InvalidArgument(
+        std::string(field) + ".shape " + ShapeString(t.shape) + " does not broadcast against input.shape " +
+        ShapeString(p.input.shape) + " with normalized_dims " + std::to_string(p.normalized_dims));
   }
   return CheckBytes(t, field);
 }
@@ -196,8 +195,9 @@ int64_t NumStatGroups(const NormProblem& p) { return ComputeGeometry(p).groups; 
 
 KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements) {
   if (!ValidKind(p.kind)) {
-    return KernelStatus::InvalidArgument("kind has unknown value " + std::to_string(static_cast<int>(p.kind)) +
-                                         "; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM");
+    return KernelStatus::InvalidArgument(
+        "kind has unknown value " + std::to_string(static_cast<int>(p.kind)) +
+        "; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM");
   }
   const char* kind = NormKindWireName(p.kind);
   const bool row_kind = IsRowKind(p.kind);
@@ -236,9 +236,9 @@ KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements) 
                                            "; must be >= 1");
     }
     if (rank < static_cast<size_t>(p.normalized_dims)) {
-      std::string need = p.normalized_dims == 1
-                             ? std::string(kind)
-                             : std::string(kind) + " with normalized_dims " + std::to_string(p.normalized_dims);
+      std::string need = p.normalized_dims == 1 ? std::string(kind)
+                                                : std::string(kind) + " with normalized_dims " +
+                                                      std::to_string(p.normalized_dims);
       return KernelStatus::InvalidArgument("input.shape has rank " + std::to_string(rank) + "; " + need +
                                            " needs rank >= " + std::to_string(p.normalized_dims));
     }
@@ -252,7 +252,8 @@ KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements) 
 
   // 5. epsilon.
   if (!std::isfinite(p.epsilon) || p.epsilon < 0.0f) {
-    return KernelStatus::InvalidArgument("epsilon is " + FloatString(p.epsilon) + "; must be finite and >= 0");
+    return KernelStatus::InvalidArgument("epsilon is " + FloatString(p.epsilon) +
+                                         "; must be finite and >= 0");
   }
 
   // 6. Groups.
@@ -263,15 +264,16 @@ KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements) 
     }
     const int64_t c = p.input.shape[1];
     if (c % p.num_groups != 0) {
-      return KernelStatus::InvalidArgument("num_groups " + std::to_string(p.num_groups) + " does not divide C = " +
-                                           std::to_string(c) + " (input.shape[1])");
+      return KernelStatus::InvalidArgument("num_groups " + std::to_string(p.num_groups) +
+                                           " does not divide C = " + std::to_string(c) + " (input.shape[1])");
     }
   }
 
   // 7. Scale and shift.
   for (const auto& [t, field] : {std::pair{&p.gamma, "gamma"}, std::pair{&p.beta, "beta"}}) {
     if (!t->present()) continue;
-    NORMSERVE_KERNEL_RETURN_IF_ERROR(row_kind ? CheckRowParam(*t, field, p) : CheckChannelParam(*t, field, p));
+    NORMSERVE_KERNEL_RETURN_IF_ERROR(row_kind ? CheckRowParam(*t, field, p)
+                                              : CheckChannelParam(*t, field, p));
   }
 
   // 8. Residual.
@@ -279,9 +281,10 @@ KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements) 
     // Rank and dims first, so that the messages below never print a huge shape.
     NORMSERVE_KERNEL_RETURN_IF_ERROR(CheckDims(p.residual, "residual"));
     if (p.residual.dtype != p.input.dtype) {
-      const std::string got = ValidDType(p.residual.dtype)
-                                  ? std::string(DTypeWireName(p.residual.dtype))
-                                  : "with unknown value " + std::to_string(static_cast<int>(p.residual.dtype));
+      const std::string got =
+          ValidDType(p.residual.dtype)
+              ? std::string(DTypeWireName(p.residual.dtype))
+              : "with unknown value " + std::to_string(static_cast<int>(p.residual.dtype));
       return KernelStatus::InvalidArgument("residual.dtype " + got + " differs from input.dtype " +
                                            DTypeWireName(p.input.dtype));
     }
@@ -293,11 +296,12 @@ KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements) 
   }
 
   // 9. Running statistics.
-  for (const auto& [t, field] : {std::pair{&p.running_mean, "running_mean"}, std::pair{&p.running_var, "running_var"}}) {
+  for (const auto& [t, field] :
+       {std::pair{&p.running_mean, "running_mean"}, std::pair{&p.running_var, "running_var"}}) {
     if (p.kind != NormKind::kBatchNorm) {
       if (t->present()) {
-        return KernelStatus::InvalidArgument(std::string(field) + " is set; only BATCH_NORM takes running statistics, not " +
-                                             kind);
+        return KernelStatus::InvalidArgument(
+            std::string(field) + " is set; only BATCH_NORM takes running statistics, not " + kind);
       }
       continue;
     }
@@ -311,7 +315,8 @@ KernelStatus ValidateProblem(const NormProblem& p, int64_t max_tensor_elements) 
   return KernelStatus::Ok();
 }
 
-RowBroadcast::RowBroadcast(const std::vector<int64_t>& input_shape, const std::vector<int64_t>& param_shape, int k) {
+RowBroadcast::RowBroadcast(const std::vector<int64_t>& input_shape, const std::vector<int64_t>& param_shape,
+                           int k) {
   const int lead = static_cast<int>(input_shape.size()) - k;
   const int param_lead = static_cast<int>(param_shape.size()) - k;
   if (lead <= 0 || param_lead <= 0) return;

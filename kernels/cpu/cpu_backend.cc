@@ -145,7 +145,8 @@ CpuIsa ChooseIsa(CpuIsa max_isa) {
     if (ParseCpuIsa(env, &forced)) {
       isa = std::min(isa, forced);
     } else {
-      std::fprintf(stderr, "normserve: ignoring NORMSERVE_CPU_ISA=%s (expected scalar, avx2 or avx512)\n", env);
+      std::fprintf(stderr, "normserve: ignoring NORMSERVE_CPU_ISA=%s (expected scalar, avx2 or avx512)\n",
+                   env);
     }
   }
   return isa;
@@ -207,8 +208,8 @@ struct CpuBackend::Impl {
     // is slow (preempted on a busy machine) leaves its remaining parts to the
     // others instead of holding up the whole call. Parts stay contiguous row
     // ranges, and which thread runs a row never changes its bits.
-    const int parts =
-        static_cast<int>(std::clamp<int64_t>(total / kMinBytesPerPart, 1, int64_t{kPartsPerThread} * pool.threads()));
+    const int parts = static_cast<int>(
+        std::clamp<int64_t>(total / kMinBytesPerPart, 1, int64_t{kPartsPerThread} * pool.threads()));
     if (pool.threads() == 1 && parts > 1) {
       ForEachPieceOfPart(items, total, 1, 0, fn);
       FenceStreamingStores();
@@ -324,7 +325,8 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
 
   int64_t output_bytes = 0;
   for (size_t i = 0; i < count; ++i) {
-    output_bytes += problems[i].input.NumElements() * static_cast<int64_t>(DTypeSize(problems[i].output_dtype));
+    output_bytes +=
+        problems[i].input.NumElements() * static_cast<int64_t>(DTypeSize(problems[i].output_dtype));
   }
   for (cpu::PreparedProblem& pp : prepared) pp.stream_output = output_bytes >= kStreamOutputBytes;
 
@@ -336,7 +338,8 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
     items[i].cost_begin = cost;
     cost += items[i].units * items[i].cost_per_unit;
   }
-  impl_->Parallel(items, [&](size_t i, int64_t begin, int64_t end) { impl_->table.run_units(prepared[i], begin, end); });
+  impl_->Parallel(
+      items, [&](size_t i, int64_t begin, int64_t end) { impl_->table.run_units(prepared[i], begin, end); });
   return KernelStatus::Ok();
 }
 

@@ -24,8 +24,8 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 
-#include "simd_avx2.h"
 #include "norm_kernels_impl.h"
+#include "simd_avx2.h"
 
 namespace normserve::kernels::cpu {
 

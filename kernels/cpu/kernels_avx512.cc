@@ -24,8 +24,8 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
 #endif
 
-#include "simd_avx512.h"
 #include "norm_kernels_impl.h"
+#include "simd_avx512.h"
 
 namespace normserve::kernels::cpu {
 

@@ -1,8 +1,8 @@
 // The scalar kernel table: the portable fallback; built without extra instruction-set flags.
 // Only cpu_backend.cc calls in here, after checking the CPU supports it.
-#include "simd_scalar.h"
 #include "kernel_table.h"
 #include "norm_kernels_impl.h"
+#include "simd_scalar.h"
 
 namespace normserve::kernels::cpu {
 

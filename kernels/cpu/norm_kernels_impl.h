@@ -313,7 +313,8 @@ struct Kernels {
   }
 
   // y = ((v - mean) * rstd) * g + b in double, g = 1 + gamma with unit_offset.
-  __attribute__((noinline)) static F WideAffine(F v, const GroupTransform& t, bool has_gamma, F gamma, bool unit_offset, F beta) {
+  __attribute__((noinline)) static F WideAffine(F v, const GroupTransform& t, bool has_gamma, F gamma,
+                                                bool unit_offset, F beta) {
     using D = typename S::D;
     const D mean = S::DSet1(t.mean_wide), rs = S::DSet1(t.rstd_wide), one = S::DSet1(1.0);
     D v_lo, v_hi, g_lo, g_hi, b_lo, b_hi;
@@ -338,7 +339,9 @@ struct Kernels {
   // can be so much smaller that this is more than 1 ulp of a FLOAT16 or
   // BFLOAT16 result; such vectors (rare) are recomputed in double. Below
   // 2^-8 of the term leaves a wide margin (the float error is < 2^-21 of it).
-  NORMSERVE_INLINE static bool Cancels(F result, F term) { return S::AnyAbsBelow(result, term, 1.0f / 256.0f); }
+  NORMSERVE_INLINE static bool Cancels(F result, F term) {
+    return S::AnyAbsBelow(result, term, 1.0f / 256.0f);
+  }
 
   template <DType DIn, DType DOut>
   static void NormalizeRow(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
@@ -346,7 +349,8 @@ struct Kernels {
     const F p = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction), one = S::Set1(1.0f);
     // Locals, not prm's fields: the output stores could alias prm, which
     // would make the compiler reload every field in every iteration.
-    const bool has_gamma = prm.gamma != nullptr, has_beta = prm.beta != nullptr, unit_offset = prm.unit_offset;
+    const bool has_gamma = prm.gamma != nullptr, has_beta = prm.beta != nullptr,
+               unit_offset = prm.unit_offset;
     const bool gamma_f32 = prm.gamma_f32, beta_f32 = prm.beta_f32;
     const void* const gamma_data = prm.gamma;
     const void* const beta_data = prm.beta;
@@ -381,19 +385,22 @@ struct Kernels {
       if (!has_beta) return has_gamma ? S::Mul(out, g) : out;
       const F result = has_gamma ? S::MulAdd(out, g, b) : S::Add(out, b);
       if constexpr (kWideOutput<DOut>) {
-        if (Cancels(result, has_gamma ? S::Mul(out, g) : out)) return WideSegment(v, t, has_gamma, gamma, beta);
+        if (Cancels(result, has_gamma ? S::Mul(out, g) : out))
+          return WideSegment(v, t, has_gamma, gamma, beta);
       }
       return result;
     });
   }
 
-  __attribute__((noinline)) static F WideSegment(F v, const GroupTransform& t, bool has_gamma, double gamma, double beta) {
+  __attribute__((noinline)) static F WideSegment(F v, const GroupTransform& t, bool has_gamma, double gamma,
+                                                 double beta) {
     using D = typename S::D;
     const D mean = S::DSet1(t.mean_wide), rs = S::DSet1(t.rstd_wide);
     const D g = S::DSet1(has_gamma ? gamma : 1.0), b = S::DSet1(beta);
     D lo, hi;
     S::Widen(v, &lo, &hi);
-    return S::Narrow(S::DMulAdd(S::DMul(S::DSub(lo, mean), rs), g, b), S::DMulAdd(S::DMul(S::DSub(hi, mean), rs), g, b));
+    return S::Narrow(S::DMulAdd(S::DMul(S::DSub(lo, mean), rs), g, b),
+                     S::DMulAdd(S::DMul(S::DSub(hi, mean), rs), g, b));
   }
 
   // h = round(x + r) over [i0, i0 + n), written to h.
@@ -405,7 +412,8 @@ struct Kernels {
     }
     if (i < n) {
       const int rest = static_cast<int>(n - i);
-      const F v = S::Add(S::template LoadPartial<D>(x, i0 + i, rest), S::template LoadPartial<D>(r, i0 + i, rest));
+      const F v =
+          S::Add(S::template LoadPartial<D>(x, i0 + i, rest), S::template LoadPartial<D>(r, i0 + i, rest));
       S::template StorePartial<D>(h, i0 + i, v, rest);
     }
   }
@@ -428,15 +436,18 @@ struct Kernels {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t i0 = row * cols;
       if (row + 1 < end) {
-        PrefetchSpan(static_cast<const char*>(x) + (i0 + cols) * static_cast<int64_t>(DTypeSize(DIn)), row_bytes);
+        PrefetchSpan(static_cast<const char*>(x) + (i0 + cols) * static_cast<int64_t>(DTypeSize(DIn)),
+                     row_bytes);
         if constexpr (kResidual) {
-          PrefetchSpan(static_cast<const char*>(r) + (i0 + cols) * static_cast<int64_t>(DTypeSize(DIn)), row_bytes);
+          PrefetchSpan(static_cast<const char*>(r) + (i0 + cols) * static_cast<int64_t>(DTypeSize(DIn)),
+                       row_bytes);
         }
       }
       GroupTransform t;
       if constexpr (kRms) {
         const double sum_squares = RunSumSquares<DIn, kResidual>(x, r, h, i0, cols);
-        t = MakeTransform(0.0, sum_squares / static_cast<double>(cols), std::isfinite(sum_squares), p.epsilon);
+        t = MakeTransform(0.0, sum_squares / static_cast<double>(cols), std::isfinite(sum_squares),
+                          p.epsilon);
         // RMS does not center: the pivot and correction are exactly zero.
         if (std::isfinite(sum_squares)) t.pivot = t.correction = 0.0f;
       } else {
@@ -462,7 +473,9 @@ struct Kernels {
     const int64_t group_bytes = geo.group_size * static_cast<int64_t>(DTypeSize(DIn));
     for (int64_t group = begin; group < end; ++group) {
       const int64_t i0 = group * geo.group_size;
-      if (group + 1 < end) PrefetchSpan(static_cast<const char*>(x) + i0 * static_cast<int64_t>(DTypeSize(DIn)) + group_bytes, group_bytes);
+      if (group + 1 < end)
+        PrefetchSpan(static_cast<const char*>(x) + i0 * static_cast<int64_t>(DTypeSize(DIn)) + group_bytes,
+                     group_bytes);
       const Moments m = RunMoments<DIn, kResidual>(x, p.residual.data, h, i0, geo.group_size);
       const GroupTransform t =
           MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
@@ -513,7 +526,8 @@ struct Kernels {
       Moments m;
       for (int64_t n = 0; n < geo.n; ++n) {
         const int64_t i0 = (n * geo.channels + c) * geo.spatial;
-        MergeMoments(m, RunMoments<DIn, kResidual>(p.input.data, p.residual.data, p.out.residual_out, i0, geo.spatial));
+        MergeMoments(m, RunMoments<DIn, kResidual>(p.input.data, p.residual.data, p.out.residual_out, i0,
+                                                   geo.spatial));
       }
       const GroupTransform t =
           MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
@@ -540,7 +554,8 @@ struct Kernels {
                         : LayerRows<DIn, DOut, true, false>(pp, begin, end);
       case NormKind::kGroupNorm:
       case NormKind::kInstanceNorm:
-        return residual ? GroupUnits<DIn, DOut, true>(pp, begin, end) : GroupUnits<DIn, DOut, false>(pp, begin, end);
+        return residual ? GroupUnits<DIn, DOut, true>(pp, begin, end)
+                        : GroupUnits<DIn, DOut, false>(pp, begin, end);
       case NormKind::kBatchNorm:
         return BatchUnits<DIn, DOut>(pp, begin, end);
     }

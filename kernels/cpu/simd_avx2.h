@@ -88,7 +88,8 @@ struct Avx2Simd {
     if constexpr (D == DType::kFloat32) {
       return _mm256_loadu_ps(static_cast<const float*>(p) + i);
     } else {
-      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
+      const __m128i h =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
       if constexpr (D == DType::kFloat16) {
         return _mm256_cvtph_ps(h);
       } else {
@@ -99,7 +100,8 @@ struct Avx2Simd {
   template <DType D>
   static F LoadPartial(const void* p, int64_t i, int n) {
     alignas(32) uint8_t buf[32] = {};
-    std::memcpy(buf, static_cast<const uint8_t*>(p) + i * DTypeSize(D), static_cast<size_t>(n) * DTypeSize(D));
+    std::memcpy(buf, static_cast<const uint8_t*>(p) + i * DTypeSize(D),
+                static_cast<size_t>(n) * DTypeSize(D));
     return Load<D>(buf, 0);
   }
   template <DType D>
@@ -122,8 +124,9 @@ struct Avx2Simd {
     if constexpr (D == DType::kFloat32) {
       _mm256_stream_ps(static_cast<float*>(p) + i, v);
     } else {
-      const __m128i h = D == DType::kFloat16 ? _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-                                             : FloatToBFloat16x8(v);
+      const __m128i h = D == DType::kFloat16
+                            ? _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+                            : FloatToBFloat16x8(v);
       _mm_stream_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(p) + i), h);
     }
   }

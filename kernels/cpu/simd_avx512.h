@@ -74,7 +74,8 @@ struct Avx512Simd {
     const __m512i abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff));
     const __mmask16 is_nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f800000));
     const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
-    __m512i bits = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), odd), 16);
+    __m512i bits =
+        _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), odd), 16);
     bits = _mm512_mask_or_epi32(bits, is_nan, _mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40));
     return _mm512_cvtepi32_epi16(bits);
   }
@@ -88,7 +89,8 @@ struct Avx512Simd {
     if constexpr (D == DType::kFloat32) {
       return _mm512_loadu_ps(static_cast<const float*>(p) + i);
     } else {
-      return Widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)), D);
+      return Widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)),
+                   D);
     }
   }
   template <DType D>

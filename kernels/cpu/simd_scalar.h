@@ -42,7 +42,9 @@ struct ScalarSimd {
   static D DMulAdd(D a, D b, D c) { return a * b + c; }
   static double DReduceAdd(D v) { return v; }
   // Whether |result| < |term| * ratio in any lane.
-  static bool AnyAbsBelow(F result, F term, float ratio) { return std::fabs(result) < std::fabs(term) * ratio; }
+  static bool AnyAbsBelow(F result, F term, float ratio) {
+    return std::fabs(result) < std::fabs(term) * ratio;
+  }
   // Lanes below n from v, the rest from fallback.
   static F SelectFirst(F v, F fallback, int n) { return n > 0 ? v : fallback; }
 

@@ -8,6 +8,8 @@
 // memory -> one H2D copy -> kernels (one launch per group of compatible row
 // problems, via a segment table) -> one D2H copy -> unpack. Buffers only
 // grow, so a steady load allocates nothing.
+#include "normserve/kernels/cuda_backend.h"
+
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -22,7 +24,6 @@
 
 #include "cuda_check.h"
 #include "norm_launch.h"
-#include "normserve/kernels/cuda_backend.h"
 
 namespace normserve::kernels {
 namespace cuda {
@@ -93,7 +94,8 @@ KernelStatus ReservePinned(void** buf, size_t* cap, size_t need, size_t floor) {
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     *buf = nullptr;
-    return KernelStatus::ResourceExhausted("cannot allocate " + std::to_string(bytes) + " bytes of pinned host memory");
+    return KernelStatus::ResourceExhausted("cannot allocate " + std::to_string(bytes) +
+                                           " bytes of pinned host memory");
   }
   NORMSERVE_CUDA_RETURN_IF_ERROR(err);
   *cap = bytes;
@@ -110,7 +112,8 @@ KernelStatus ReserveDevice(void** buf, size_t* cap, size_t need, size_t floor) {
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     *buf = nullptr;
-    return KernelStatus::ResourceExhausted("cannot allocate " + std::to_string(bytes) + " bytes of device memory");
+    return KernelStatus::ResourceExhausted("cannot allocate " + std::to_string(bytes) +
+                                           " bytes of device memory");
   }
   NORMSERVE_CUDA_RETURN_IF_ERROR(err);
   *cap = bytes;
@@ -256,8 +259,8 @@ KernelStatus CudaBackend::RunOnSlot(Slot& slot, const NormProblem* problems, siz
       }
       if (p.out.mean != nullptr && p.kind == NormKind::kLayerNorm) s.mean = down.Add(groups * sizeof(float));
       if (p.out.rstd != nullptr) s.rstd = down.Add(groups * sizeof(float));
-      const RowKey key{static_cast<int>(p.kind), static_cast<int>(p.input.dtype), static_cast<int>(p.output_dtype),
-                       p.residual.present(), s.geo.cols};
+      const RowKey key{static_cast<int>(p.kind), static_cast<int>(p.input.dtype),
+                       static_cast<int>(p.output_dtype), p.residual.present(), s.geo.cols};
       row_groups[key].problems.push_back(i);
     } else if (p.kind == NormKind::kBatchNorm && !p.use_batch_stats) {
       s.running_mean = up.Add(groups * sizeof(float));
@@ -285,7 +288,8 @@ KernelStatus CudaBackend::RunOnSlot(Slot& slot, const NormProblem* problems, siz
   const size_t floor = options_.initial_pool_bytes / 2;
   KernelStatus status = ReservePinned(&slot.host_in, &slot.host_in_bytes, up.size(), floor);
   if (status.ok()) status = ReservePinned(&slot.host_out, &slot.host_out_bytes, down.size(), floor);
-  if (status.ok()) status = ReserveDevice(&slot.dev, &slot.dev_bytes, up.size() + down.size() + scratch.size(), 0);
+  if (status.ok())
+    status = ReserveDevice(&slot.dev, &slot.dev_bytes, up.size() + down.size() + scratch.size(), 0);
   if (!status.ok()) {
     NoteFailure(slot, status);
     return status;
@@ -370,7 +374,8 @@ KernelStatus CudaBackend::RunOnSlot(Slot& slot, const NormProblem* problems, siz
       NORMSERVE_CUDA_RETURN_IF_ERROR(
           cudaMemcpyAsync(dev_up, host_in, up.size(), cudaMemcpyHostToDevice, slot.stream));
     }
-    for (const RowLaunch& launch : row_launches) NORMSERVE_KERNEL_RETURN_IF_ERROR(LaunchRowNorm(launch, slot.stream));
+    for (const RowLaunch& launch : row_launches)
+      NORMSERVE_KERNEL_RETURN_IF_ERROR(LaunchRowNorm(launch, slot.stream));
     for (size_t i : grouped) {
       const NormProblem& p = problems[i];
       const StagedProblem& s = staged[i];
@@ -457,8 +462,9 @@ KernelStatus CreateCudaBackend(const CudaBackendOptions& options, std::unique_pt
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0) {
-    const std::string why = err != cudaSuccess ? std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err)
-                                               : std::string("0 devices");
+    const std::string why = err != cudaSuccess
+                                ? std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err)
+                                : std::string("0 devices");
     cudaGetLastError();
     return KernelStatus::FailedPrecondition("no CUDA device found (cudaGetDeviceCount: " + why + ")");
   }

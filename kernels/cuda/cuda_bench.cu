@@ -97,7 +97,8 @@ KernelStatus TimeMedian(Fn fn, int warmup, int reps, void* flush, size_t flush_b
   for (int i = 0; i < warmup; ++i) NORMSERVE_KERNEL_RETURN_IF_ERROR(fn());
   std::vector<double> times;
   for (int i = 0; i < reps; ++i) {
-    if (flush != nullptr) NORMSERVE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flush, i & 0xff, flush_bytes, stream));
+    if (flush != nullptr)
+      NORMSERVE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flush, i & 0xff, flush_bytes, stream));
     NORMSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(t.start, stream));
     NORMSERVE_KERNEL_RETURN_IF_ERROR(fn());
     NORMSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(t.stop, stream));
@@ -132,8 +133,9 @@ struct CaseResult {
   bool flushed = false;
 };
 
-KernelStatus RunCase(NormKind kind, DType dtype, int64_t rows, int64_t cols, int warmup, int reps, void* flush,
-                     size_t flush_bytes, size_t l2_bytes, cudaStream_t stream, CaseResult* result) {
+KernelStatus RunCase(NormKind kind, DType dtype, int64_t rows, int64_t cols, int warmup, int reps,
+                     void* flush, size_t flush_bytes, size_t l2_bytes, cudaStream_t stream,
+                     CaseResult* result) {
   const int64_t elements = rows * cols;
   const int64_t tensor_bytes = elements * static_cast<int64_t>(DTypeSize(dtype));
   const int64_t param_bytes = cols * static_cast<int64_t>(sizeof(float));
@@ -168,14 +170,14 @@ KernelStatus RunCase(NormKind kind, DType dtype, int64_t rows, int64_t cols, int
   result->bytes = 2 * tensor_bytes + (seg.beta != nullptr ? 2 : 1) * param_bytes;
   result->flushed = static_cast<size_t>(result->bytes) < 4 * l2_bytes;
   void* flush_ptr = result->flushed ? flush : nullptr;
-  NORMSERVE_KERNEL_RETURN_IF_ERROR(TimeMedian([&] { return cuda::LaunchRowNorm(launch, stream); }, warmup, reps,
-                                              flush_ptr, flush_bytes, stream, &result->seconds));
+  NORMSERVE_KERNEL_RETURN_IF_ERROR(TimeMedian([&] { return cuda::LaunchRowNorm(launch, stream); }, warmup,
+                                              reps, flush_ptr, flush_bytes, stream, &result->seconds));
   // The copy reads and writes half of the bytes each.
   result->copy_bytes = (result->bytes / 2 + 15) / 16 * 16;
   NORMSERVE_KERNEL_RETURN_IF_ERROR(TimeMedian(
       [&]() -> KernelStatus {
-        NORMSERVE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(y.get(), x.get(), static_cast<size_t>(result->copy_bytes),
-                                                       cudaMemcpyDeviceToDevice, stream));
+        NORMSERVE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+            y.get(), x.get(), static_cast<size_t>(result->copy_bytes), cudaMemcpyDeviceToDevice, stream));
         return KernelStatus::Ok();
       },
       warmup, reps, flush_ptr, flush_bytes, stream, &result->copy_seconds));
@@ -234,9 +236,9 @@ int RunCudaBench(const BenchOptions& options, std::FILE* out) {
           const KernelStatus s =
               RunCase(kind, dtype, rows, cols, warmup, reps, flush, flush_bytes, l2_bytes, stream, &r);
           if (!s.ok()) {
-            std::fprintf(stderr, "cuda bench: %s %s rows=%lld cols=%lld: %s\n", std::string(NormKindName(kind)).c_str(),
-                         std::string(DTypeName(dtype)).c_str(), static_cast<long long>(rows),
-                         static_cast<long long>(cols), s.message().c_str());
+            std::fprintf(stderr, "cuda bench: %s %s rows=%lld cols=%lld: %s\n",
+                         std::string(NormKindName(kind)).c_str(), std::string(DTypeName(dtype)).c_str(),
+                         static_cast<long long>(rows), static_cast<long long>(cols), s.message().c_str());
             exit_code = 1;
             continue;
           }

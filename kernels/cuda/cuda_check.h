@@ -48,12 +48,12 @@ inline bool IsStickyCudaError(cudaError_t err) {
 
 }  // namespace normserve::kernels::cuda
 
-#define NORMSERVE_CUDA_RETURN_IF_ERROR(expr)                                               \
-  do {                                                                                     \
-    const cudaError_t cuda_err_ = (expr);                                                  \
-    if (cuda_err_ != cudaSuccess) {                                                        \
+#define NORMSERVE_CUDA_RETURN_IF_ERROR(expr)                                                    \
+  do {                                                                                          \
+    const cudaError_t cuda_err_ = (expr);                                                       \
+    if (cuda_err_ != cudaSuccess) {                                                             \
       return ::normserve::kernels::cuda::CudaErrorStatus(cuda_err_, #expr, __FILE__, __LINE__); \
-    }                                                                                      \
+    }                                                                                           \
   } while (0)
 
 #endif  // NORMSERVE_KERNELS_CUDA_CUDA_CHECK_H_

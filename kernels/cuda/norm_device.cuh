@@ -43,7 +43,9 @@ struct F16 {
 struct BF16 {
   using Storage = uint16_t;
   static constexpr DType kDType = DType::kBFloat16;
-  __device__ __forceinline__ static float ToFloat(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
+  __device__ __forceinline__ static float ToFloat(uint16_t b) {
+    return __uint_as_float(static_cast<uint32_t>(b) << 16);
+  }
   __device__ __forceinline__ static uint16_t FromFloat(float f) {
     if (isnan(f)) return static_cast<uint16_t>((__float_as_uint(f) >> 16) | 0x40u);
     return __bfloat16_as_ushort(__float2bfloat16_rn(f));
@@ -71,7 +73,8 @@ inline constexpr int kVecOf = static_cast<int>(16 / sizeof(typename T::Storage))
 // The values are the same on both paths, so the bits of every result do not
 // depend on alignment.
 template <typename T, int N>
-__device__ __forceinline__ void LoadChunk(const typename T::Storage* p, int valid, bool vec, float (&out)[N]) {
+__device__ __forceinline__ void LoadChunk(const typename T::Storage* p, int valid, bool vec,
+                                          float (&out)[N]) {
   using S = typename T::Storage;
   if (vec && valid == N) {
     const Pack<S, N> pk = *reinterpret_cast<const Pack<S, N>*>(p);
@@ -84,7 +87,8 @@ __device__ __forceinline__ void LoadChunk(const typename T::Storage* p, int vali
 }
 
 template <typename T, int N>
-__device__ __forceinline__ void StoreChunk(typename T::Storage* p, int valid, bool vec, const float (&in)[N]) {
+__device__ __forceinline__ void StoreChunk(typename T::Storage* p, int valid, bool vec,
+                                           const float (&in)[N]) {
   using S = typename T::Storage;
   if (vec && valid == N) {
     Pack<S, N> pk;
@@ -110,7 +114,9 @@ __device__ __forceinline__ void LoadParams(const float* p, int valid, bool vec, 
   LoadChunk<F32, N>(p, valid, vec, out);
 }
 
-__device__ __forceinline__ bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+__device__ __forceinline__ bool Aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 inline bool Aligned16Host(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Butterfly reductions over aligned groups of `width` lanes (a power of two

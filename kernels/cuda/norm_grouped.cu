@@ -100,7 +100,8 @@ __global__ void __launch_bounds__(kStatsThreads) GroupPartialStatsKernel(Grouped
 }
 
 // Chan et al.'s merge of (count, mean, m2) b into a.
-__device__ __forceinline__ void MergeStats(double& na, double& ma, double& m2a, double nb, double mb, double m2b) {
+__device__ __forceinline__ void MergeStats(double& na, double& ma, double& m2a, double nb, double mb,
+                                           double m2b) {
   if (nb == 0.0) return;
   if (na == 0.0) {
     na = nb;
@@ -214,7 +215,8 @@ KernelStatus LaunchApply(const GroupedArgs& a, int64_t total, bool vec, cudaStre
   const int64_t units = vec ? total / kVecOf<TIn> : total;
   // Grid-stride: each element is computed alone, so the grid size cannot change any bits.
   const int64_t blocks = std::min<int64_t>(CeilDiv(units, kApplyThreads), int64_t{1} << 16);
-  GroupApplyKernel<TIn, TOut, kResidual><<<static_cast<unsigned>(blocks), kApplyThreads, 0, stream>>>(a, total, vec);
+  GroupApplyKernel<TIn, TOut, kResidual>
+      <<<static_cast<unsigned>(blocks), kApplyThreads, 0, stream>>>(a, total, vec);
   NORMSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return KernelStatus::Ok();
 }
@@ -305,7 +307,8 @@ int64_t GroupedScratchBytes(const GroupedLaunch& l) {
 
 KernelStatus LaunchGroupedNorm(const GroupedLaunch& l, cudaStream_t stream) {
   if (l.n < 1 || l.channels < 1 || l.spatial < 1 || l.num_groups < 1 || l.channels % l.num_groups != 0) {
-    return KernelStatus::InvalidArgument("grouped launch needs n, channels, spatial >= 1 and groups dividing channels");
+    return KernelStatus::InvalidArgument(
+        "grouped launch needs n, channels, spatial >= 1 and groups dividing channels");
   }
   if (l.group_mean == nullptr || l.group_rstd == nullptr) {
     return KernelStatus::InvalidArgument("grouped launch needs group_mean and group_rstd");

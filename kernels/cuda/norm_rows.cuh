@@ -102,7 +102,8 @@ __device__ __forceinline__ RowView<TIn, TOut> MakeRowView(const RowArgs& a, int6
 // Loads x (and the residual) of one chunk; with a residual, h is rounded to
 // the input type and written to residual_out.
 template <typename TIn, typename TOut, bool kResidual, int N>
-__device__ __forceinline__ void LoadInputChunk(const RowView<TIn, TOut>& v, int64_t col0, int valid, float (&h)[N]) {
+__device__ __forceinline__ void LoadInputChunk(const RowView<TIn, TOut>& v, int64_t col0, int valid,
+                                               float (&h)[N]) {
   LoadChunk<TIn, N>(v.x + col0, valid, v.vec, h);
   if constexpr (kResidual) {
     float r[N];
@@ -115,8 +116,8 @@ __device__ __forceinline__ void LoadInputChunk(const RowView<TIn, TOut>& v, int6
 
 // y = (h - mean) * rstd * scale + shift for one chunk, stored as TOut.
 template <typename TIn, typename TOut, int N>
-__device__ __forceinline__ void StoreOutputChunk(const RowView<TIn, TOut>& v, int64_t col0, int valid, float mean,
-                                                 float rstd, bool finite, const float (&h)[N]) {
+__device__ __forceinline__ void StoreOutputChunk(const RowView<TIn, TOut>& v, int64_t col0, int valid,
+                                                 float mean, float rstd, bool finite, const float (&h)[N]) {
   float g[N];
   float b[N];
   LoadParams<N>(v.gamma == nullptr ? nullptr : v.gamma + col0, valid, v.vec, 1.0f, g);
@@ -160,8 +161,8 @@ __global__ void __launch_bounds__(kRegPlanBlockThreads) RowNormRegKernel(RowArgs
   constexpr int N = kVecOf<TIn>;
   const int tpr = a.threads_per_row;
   const int lane = static_cast<int>(threadIdx.x) & (tpr - 1);
-  const int64_t global_row =
-      static_cast<int64_t>(blockIdx.x) * (kRegPlanBlockThreads / tpr) + static_cast<int64_t>(threadIdx.x) / tpr;
+  const int64_t global_row = static_cast<int64_t>(blockIdx.x) * (kRegPlanBlockThreads / tpr) +
+                             static_cast<int64_t>(threadIdx.x) / tpr;
   // Lanes past the last row stay to take part in the shuffles.
   const bool active = global_row < a.total_rows;
 
@@ -255,7 +256,7 @@ __global__ void __launch_bounds__(1024) RowNormBlockKernel(RowArgs a) {
     return left >= N ? N : static_cast<int>(left);
   };
   // The h values of chunk j, from the cache or recomputed.
-  const auto fetch = [&](int64_t j, float (&h)[N]) {
+  const auto fetch = [&](int64_t j, float(&h)[N]) {
     if constexpr (kSmem) {
       LoadChunk<TIn, N>(cache + j * N, N, true, h);
     } else {
@@ -377,7 +378,8 @@ KernelStatus LaunchRowPlan(const RowArgs& args, const RowPlan& plan, cudaStream_
 }
 
 template <typename TIn, typename TOut>
-KernelStatus LaunchRowNormOut(const RowLaunch& l, const RowArgs& args, const RowPlan& plan, cudaStream_t stream) {
+KernelStatus LaunchRowNormOut(const RowLaunch& l, const RowArgs& args, const RowPlan& plan,
+                              cudaStream_t stream) {
   const bool rms = l.kind == NormKind::kRmsNorm;
   if (rms) {
     if (l.residual) return LaunchRowPlan<TIn, TOut, true, true>(args, plan, stream);

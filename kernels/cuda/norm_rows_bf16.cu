@@ -4,6 +4,8 @@
 
 namespace normserve::kernels::cuda {
 
-KernelStatus LaunchRowNormBF16(const RowLaunch& l, cudaStream_t stream) { return LaunchRowNormTyped<BF16>(l, stream); }
+KernelStatus LaunchRowNormBF16(const RowLaunch& l, cudaStream_t stream) {
+  return LaunchRowNormTyped<BF16>(l, stream);
+}
 
 }  // namespace normserve::kernels::cuda

@@ -4,6 +4,8 @@
 
 namespace normserve::kernels::cuda {
 
-KernelStatus LaunchRowNormF16(const RowLaunch& l, cudaStream_t stream) { return LaunchRowNormTyped<F16>(l, stream); }
+KernelStatus LaunchRowNormF16(const RowLaunch& l, cudaStream_t stream) {
+  return LaunchRowNormTyped<F16>(l, stream);
+}
 
 }  // namespace normserve::kernels::cuda

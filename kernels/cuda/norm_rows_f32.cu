@@ -4,6 +4,8 @@
 
 namespace normserve::kernels::cuda {
 
-KernelStatus LaunchRowNormF32(const RowLaunch& l, cudaStream_t stream) { return LaunchRowNormTyped<F32>(l, stream); }
+KernelStatus LaunchRowNormF32(const RowLaunch& l, cudaStream_t stream) {
+  return LaunchRowNormTyped<F32>(l, stream);
+}
 
 }  // namespace normserve::kernels::cuda

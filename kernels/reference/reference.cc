@@ -104,7 +104,8 @@ void RowNormalize(const NormProblem& p, const ProblemGeometry& g, const std::vec
       p.beta.present() ? RowBroadcast(p.input.shape, p.beta.shape, p.normalized_dims) : RowBroadcast();
   for (int64_t row = 0; row < g.rows; ++row) {
     const int64_t base = row * g.cols;
-    const GroupStats s = ComputeStats(h, g.cols, [base](int64_t j) { return base + j; }, !rms);
+    const GroupStats s = ComputeStats(
+        h, g.cols, [base](int64_t j) { return base + j; }, !rms);
     const double rstd = s.finite ? Rstd(s.var, p.epsilon) : kNaN;
     const int64_t gamma_base = gamma_rows.Offset(row);
     const int64_t beta_base = beta_rows.Offset(row);
@@ -124,7 +125,8 @@ void GroupNormalize(const NormProblem& p, const ProblemGeometry& g, const std::v
   for (int64_t group = 0; group < g.groups; ++group) {
     const int64_t base = group * g.group_size;
     const int64_t first_channel = (group % g.num_groups) * channels_per_group;
-    const GroupStats s = ComputeStats(h, g.group_size, [base](int64_t j) { return base + j; }, true);
+    const GroupStats s = ComputeStats(
+        h, g.group_size, [base](int64_t j) { return base + j; }, true);
     const double rstd = s.finite ? Rstd(s.var, p.epsilon) : kNaN;
     for (int64_t j = 0; j < g.group_size; ++j) {
       const int64_t c = first_channel + j / g.spatial;

@@ -102,7 +102,8 @@ std::vector<ProblemCase> EdgeCases(NormKind kind, DType dtype, uint64_t seed) {
         ForGroup(c, group, [&](int64_t i, int64_t) { c.input.Set(i, values[k % 3]); });
       }
       if (c.residual.present) c.residual = OwnedTensor();
-      cases.push_back(Named(std::move(c), eps == 0.0f ? "constant groups eps=0" : "constant groups", base.label));
+      cases.push_back(
+          Named(std::move(c), eps == 0.0f ? "constant groups eps=0" : "constant groups", base.label));
     }
 
     // NaN and +-Inf in some groups; the others must be untouched.
@@ -130,7 +131,8 @@ std::vector<ProblemCase> EdgeCases(NormKind kind, DType dtype, uint64_t seed) {
       const float step = dtype == DType::kFloat32 ? 1.0f : dtype == DType::kFloat16 ? 32.0f : 256.0f;
       const float offset = dtype == DType::kBFloat16 ? 40960.0f : 40000.0f;
       for (int64_t group = 0; group < Geometry(c).groups; ++group) {
-        ForGroup(c, group, [&](int64_t i, int64_t j) { c.input.Set(i, offset + step * static_cast<float>(j % 97)); });
+        ForGroup(c, group,
+                 [&](int64_t i, int64_t j) { c.input.Set(i, offset + step * static_cast<float>(j % 97)); });
       }
       if (c.running_mean.present) {
         for (int64_t i = 0; i < c.running_mean.NumElements(); ++i) {
@@ -160,8 +162,8 @@ std::vector<ProblemCase> EdgeCases(NormKind kind, DType dtype, uint64_t seed) {
       s.num_groups = kind == NormKind::kGroupNorm ? 4 : 1;
       s.epsilon = eps;
       ProblemCase c = MakeRandomCase(s, seed + 4);
-      cases.push_back(Named(std::move(c), eps == 0.0f ? "one element per group eps=0" : "one element per group",
-                            base.label));
+      cases.push_back(Named(
+          std::move(c), eps == 0.0f ? "one element per group eps=0" : "one element per group", base.label));
     }
 
     // eps = 0 on random data, with a residual.

@@ -115,8 +115,8 @@ std::string CheckHalf(uint16_t got, uint16_t want, DType t, double floor) {
   if (ulps <= 1) return {};
   const double err = std::fabs(static_cast<double>(g) - static_cast<double>(w));
   if (err <= floor) return {};
-  return "got " + Num(g) + " want " + Num(w) + hex + ", " + std::to_string(ulps) + " ulp apart (error " + Num(err) +
-         " > float32 floor " + Num(floor) + ")";
+  return "got " + Num(g) + " want " + Num(w) + hex + ", " + std::to_string(ulps) + " ulp apart (error " +
+         Num(err) + " > float32 floor " + Num(floor) + ")";
 }
 
 // |xhat * scale| + |shift| of every output element, from two FLOAT32
@@ -155,7 +155,8 @@ void CompareValues(const ProblemCase& c, const std::vector<uint8_t>& want, Failu
   for (int64_t i = 0; i < count; ++i) {
     if (CheckHalf(Bits16(c.output, i), Bits16(want, i), t, 0.0).empty()) continue;
     if (magnitude.empty()) magnitude = TermMagnitudes(c);
-    const std::string m = CheckHalf(Bits16(c.output, i), Bits16(want, i), t, 1e-5 * magnitude[static_cast<size_t>(i)]);
+    const std::string m =
+        CheckHalf(Bits16(c.output, i), Bits16(want, i), t, 1e-5 * magnitude[static_cast<size_t>(i)]);
     if (!m.empty()) log.Add("[" + std::to_string(i) + "] " + m);
   }
 }
@@ -310,8 +311,9 @@ std::string_view ParamModeName(ParamMode m) {
 }
 
 std::string DescribeSpec(const CaseSpec& spec) {
-  std::string s = std::string(NormKindName(spec.kind)) + " " + DTypeWireName(spec.dtype) + " " + ShapeString(spec.shape) +
-                  " params=" + std::string(ParamModeName(spec.params)) + "/" + DTypeWireName(spec.param_dtype);
+  std::string s = std::string(NormKindName(spec.kind)) + " " + DTypeWireName(spec.dtype) + " " +
+                  ShapeString(spec.shape) + " params=" + std::string(ParamModeName(spec.params)) + "/" +
+                  DTypeWireName(spec.param_dtype);
   if (IsRowKind(spec.kind)) s += " k=" + std::to_string(spec.normalized_dims);
   if (spec.kind == NormKind::kGroupNorm) s += " G=" + std::to_string(spec.num_groups);
   if (spec.kind == NormKind::kBatchNorm) s += spec.use_batch_stats ? " batch_stats" : " running_stats";
@@ -370,14 +372,16 @@ ProblemCase MakeRandomCase(const CaseSpec& spec, uint64_t seed) {
 
 std::vector<CaseSpec> ParitySweep(uint64_t seed, int size) {
   Random rng(seed ^ 0x5eedf00dull);
-  const std::vector<int64_t> cols = {1, 2, 3, 7, 8, 15, 17, 33, 64, 100, 127, 129, 255, 333, 768, 1000, 1025, 2053, 4096};
+  const std::vector<int64_t> cols = {1,   2,   3,   7,   8,   15,   17,   33,   64,  100,
+                                     127, 129, 255, 333, 768, 1000, 1025, 2053, 4096};
   const std::vector<int64_t> small = {1, 2, 3, 5, 7};
   const std::vector<int64_t> spatial = {1, 3, 7, 16, 49};
   const std::vector<DType> dtypes = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
   const std::vector<NormKind> kinds = {NormKind::kLayerNorm, NormKind::kRmsNorm, NormKind::kBatchNorm,
                                        NormKind::kGroupNorm, NormKind::kInstanceNorm};
-  const std::vector<ParamMode> row_modes = {ParamMode::kNone,   ParamMode::kGammaOnly,         ParamMode::kBetaOnly,
-                                            ParamMode::kAffine, ParamMode::kAdaptivePerSample, ParamMode::kAdaptivePerPosition};
+  const std::vector<ParamMode> row_modes = {
+      ParamMode::kNone,   ParamMode::kGammaOnly,         ParamMode::kBetaOnly,
+      ParamMode::kAffine, ParamMode::kAdaptivePerSample, ParamMode::kAdaptivePerPosition};
   const std::vector<ParamMode> channel_modes = {ParamMode::kNone, ParamMode::kGammaOnly, ParamMode::kBetaOnly,
                                                 ParamMode::kAffine};
 
@@ -490,8 +494,9 @@ std::vector<std::string> CompareToReference(Backend& backend, ProblemCase& c) {
   if (c.kind == NormKind::kRmsNorm) {
     // RMS_NORM never writes mean: the buffer must still hold the sentinel.
     FailureLog log(&failures, c.name + ": mean (RMS_NORM must not write it)");
-    CompareBits(reinterpret_cast<const uint8_t*>(c.mean.data()), reinterpret_cast<const uint8_t*>(want.mean.data()),
-                static_cast<int64_t>(c.mean.size()), sizeof(float), log);
+    CompareBits(reinterpret_cast<const uint8_t*>(c.mean.data()),
+                reinterpret_cast<const uint8_t*>(want.mean.data()), static_cast<int64_t>(c.mean.size()),
+                sizeof(float), log);
   } else {
     FailureLog log(&failures, c.name + ": mean");
     CompareStats(c.mean, want.mean, log);
@@ -571,7 +576,8 @@ void CompareUnit(const ProblemCase& full, const UnitSlice& s, const ProblemCase&
   {
     FailureLog log(failures, prefix + "output");
     const size_t es = DTypeSize(full.output_dtype);
-    CompareBits(got.output.data(), full.output.data() + static_cast<size_t>(s.element_begin) * es, elements, es, log);
+    CompareBits(got.output.data(), full.output.data() + static_cast<size_t>(s.element_begin) * es, elements,
+                es, log);
   }
   if (full.residual.present) {
     FailureLog log(failures, prefix + "residual_out");
@@ -579,7 +585,8 @@ void CompareUnit(const ProblemCase& full, const UnitSlice& s, const ProblemCase&
     CompareBits(got.residual_out.data(), full.residual_out.data() + static_cast<size_t>(s.element_begin) * es,
                 elements, es, log);
   }
-  for (auto [g, f, field] : {std::tuple{&got.mean, &full.mean, "mean"}, std::tuple{&got.rstd, &full.rstd, "rstd"}}) {
+  for (auto [g, f, field] :
+       {std::tuple{&got.mean, &full.mean, "mean"}, std::tuple{&got.rstd, &full.rstd, "rstd"}}) {
     if (g->empty()) continue;
     FailureLog log(failures, prefix + field);
     CompareBits(reinterpret_cast<const uint8_t*>(g->data()),
@@ -589,12 +596,14 @@ void CompareUnit(const ProblemCase& full, const UnitSlice& s, const ProblemCase&
 
 std::vector<std::string> RunStatus(const KernelStatus& status, const std::string& what) {
   if (status.ok()) return {};
-  return {what + " failed with code " + std::to_string(static_cast<int>(status.code())) + ": " + status.message()};
+  return {what + " failed with code " + std::to_string(static_cast<int>(status.code())) + ": " +
+          status.message()};
 }
 
 }  // namespace
 
-std::vector<std::string> CheckBatchInvariance(Backend& backend, const ProblemCase& c, uint64_t seed, int max_rows) {
+std::vector<std::string> CheckBatchInvariance(Backend& backend, const ProblemCase& c, uint64_t seed,
+                                              int max_rows) {
   if (c.kind == NormKind::kBatchNorm && c.use_batch_stats) return {};
   std::vector<std::string> failures;
   ProblemCase full = c;
@@ -658,7 +667,8 @@ std::vector<std::string> CheckBatchInvariance(Backend& backend, const ProblemCas
     std::vector<std::string> f = RunStatus(backend.Run(batch.data(), batch.size()), c.name + ": Run(batch)");
     if (!f.empty()) return f;
   }
-  for (size_t i = 0; i < slices.size(); ++i) CompareUnit(full, slices[i], batched_slices[i], "in a batch", &failures);
+  for (size_t i = 0; i < slices.size(); ++i)
+    CompareUnit(full, slices[i], batched_slices[i], "in a batch", &failures);
   UnitSlice whole;
   whole.stat_count = static_cast<int64_t>(full.rstd.empty() ? full.mean.size() : full.rstd.size());
   CompareUnit(full, whole, again, "whole problem", &failures);

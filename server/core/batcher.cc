@@ -51,7 +51,9 @@ BatchKey KeyOf(const kernels::NormProblem& p) {
 }
 
 uint64_t Nanos(Clock::duration d) {
-  return d.count() <= 0 ? 0 : static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+  return d.count() <= 0
+             ? 0
+             : static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
 }
 
 double Seconds(uint64_t ns) { return static_cast<double>(ns) * 1e-9; }
@@ -94,10 +96,10 @@ absl::StatusOr<Batcher::Ticket> Batcher::Submit(BatchRequest request) {
         (queued_bytes_ + bytes > options_.max_queue_bytes && !queue_.empty())) {
       ++stats_.rejected_queue_full;
       if (metrics_ != nullptr) metrics_->CountRejection(kRejectQueueFull);
-      return absl::UnavailableError(absl::StrCat("queue of backend ", backend_name_, " is full (", queue_.size(),
-                                                 " requests, ", queued_bytes_, " bytes queued; limits ",
-                                                 options_.max_queue_requests, " requests, ",
-                                                 options_.max_queue_bytes, " bytes); retry later"));
+      return absl::UnavailableError(
+          absl::StrCat("queue of backend ", backend_name_, " is full (", queue_.size(), " requests, ",
+                       queued_bytes_, " bytes queued; limits ", options_.max_queue_requests, " requests, ",
+                       options_.max_queue_bytes, " bytes); retry later"));
     }
     ++stats_.submitted;
     queued_bytes_ += bytes;
@@ -155,7 +157,8 @@ void Batcher::RemoveLocked(const Ticket& entry) {
 
 void Batcher::PublishDepthLocked() {
   if (metrics_ != nullptr) {
-    metrics_->SetQueueDepth(backend_name_, static_cast<double>(queue_.size()), static_cast<double>(queued_bytes_));
+    metrics_->SetQueueDepth(backend_name_, static_cast<double>(queue_.size()),
+                            static_cast<double>(queued_bytes_));
   }
 }
 

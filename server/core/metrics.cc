@@ -18,7 +18,8 @@ using prometheus::BuildHistogram;
 // Latency buckets, seconds: 10 us to 10 s.
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
-      1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+      1e-5,   2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2,
+      2.5e-2, 5e-2,   0.1,  0.25, 0.5,    1,    2.5,  5,      10};
   return *buckets;
 }
 
@@ -138,7 +139,11 @@ std::unique_ptr<Metrics> Metrics::CreateForTesting() { return std::unique_ptr<Me
 void Metrics::RecordRequest(std::string_view method, std::string_view kind, std::string_view dtype,
                             std::string_view backend, std::string_view code, double seconds) {
   requests_
-      .Add({{"method", S(method)}, {"kind", S(kind)}, {"dtype", S(dtype)}, {"backend", S(backend)}, {"code", S(code)}})
+      .Add({{"method", S(method)},
+            {"kind", S(kind)},
+            {"dtype", S(dtype)},
+            {"backend", S(backend)},
+            {"code", S(code)}})
       .Increment();
   request_duration_.Add({{"method", S(method)}, {"kind", S(kind)}, {"backend", S(backend)}}, LatencyBuckets())
       .Observe(seconds);
@@ -174,7 +179,9 @@ void Metrics::AddSentBytes(std::string_view method, double bytes) {
   sent_bytes_.Add({{"method", S(method)}}).Increment(bytes);
 }
 
-void Metrics::CountRejection(std::string_view reason) { rejections_.Add({{"reason", S(reason)}}).Increment(); }
+void Metrics::CountRejection(std::string_view reason) {
+  rejections_.Add({{"reason", S(reason)}}).Increment();
+}
 
 void Metrics::SetBackendInfo(std::string_view backend, std::string_view device) {
   backend_info_.Add({{"backend", S(backend)}, {"device", S(device)}}).Set(1);

@@ -28,12 +28,13 @@ std::string KindLabel(int wire_kind) {
 
 std::string DTypeLabel(const v1::NormalizeRequest& r) {
   kernels::DType t;
-  return KernelDType(static_cast<int>(r.input().dtype()), &t) ? std::string(kernels::DTypeName(t)) : "unknown";
+  return KernelDType(static_cast<int>(r.input().dtype()), &t) ? std::string(kernels::DTypeName(t))
+                                                              : "unknown";
 }
 
 uint64_t PayloadBytes(const v1::NormalizeRequest& r) {
-  return r.input().data().size() + r.gamma().data().size() + r.beta().data().size() + r.residual().data().size() +
-         r.running_mean().data().size() + r.running_var().data().size();
+  return r.input().data().size() + r.gamma().data().size() + r.beta().data().size() +
+         r.residual().data().size() + r.running_mean().data().size() + r.running_var().data().size();
 }
 
 uint64_t PayloadBytes(const v1::NormalizeResponse& r) {
@@ -94,10 +95,12 @@ absl::StatusOr<NormCore::Route*> NormCore::Resolve(int wire_backend) {
   if (it == routes_.end()) {
     if (wire_backend == v1::BACKEND_CUDA) {
       return absl::FailedPreconditionError(
-          "backend BACKEND_CUDA is not available: this server has no CUDA device; use BACKEND_CPU or BACKEND_AUTO");
+          "backend BACKEND_CUDA is not available: this server has no CUDA device; use BACKEND_CPU or "
+          "BACKEND_AUTO");
     }
     return absl::FailedPreconditionError(
-        absl::StrCat("backend ", std::string(name), " is not enabled on this server (started with --backend=", default_backend_, ")"));
+        absl::StrCat("backend ", std::string(name),
+                     " is not enabled on this server (started with --backend=", default_backend_, ")"));
   }
   Route* route = &it->second;
   if (!route->backend->healthy()) {
@@ -115,7 +118,8 @@ absl::StatusOr<NormCore::Ticket> NormCore::Submit(const v1::NormalizeRequest& re
   std::string backend_label = request.backend() == v1::BACKEND_CPU    ? "cpu"
                               : request.backend() == v1::BACKEND_CUDA ? "cuda"
                                                                       : default_backend_;
-  if (metrics_ != nullptr) metrics_->AddReceivedBytes(call.method, static_cast<double>(PayloadBytes(request)));
+  if (metrics_ != nullptr)
+    metrics_->AddReceivedBytes(call.method, static_cast<double>(PayloadBytes(request)));
 
   auto refuse = [&](absl::Status status, const char* reason) -> absl::Status {
     if (metrics_ != nullptr) {
@@ -130,8 +134,9 @@ absl::StatusOr<NormCore::Ticket> NormCore::Submit(const v1::NormalizeRequest& re
     return refuse(absl::UnavailableError("server is shutting down"), kRejectShuttingDown);
   }
   if (call.deadline <= Clock::now()) {
-    return refuse(absl::DeadlineExceededError("deadline exceeded before the request was queued; not computed"),
-                  kRejectDeadline);
+    return refuse(
+        absl::DeadlineExceededError("deadline exceeded before the request was queued; not computed"),
+        kRejectDeadline);
   }
   PreparedRequest prepared;
   absl::Status status = PrepareRequest(request, options_.max_tensor_elements, response, &prepared);
@@ -148,8 +153,8 @@ absl::StatusOr<NormCore::Ticket> NormCore::Submit(const v1::NormalizeRequest& re
   batch_request.deadline = call.deadline;
   batch_request.kind_label = kind;
   batch_request.done = [this, response, method = std::string(call.method), kind, dtype, backend_label,
-                        arrival = call.arrival, done = std::move(done)](const absl::Status& result,
-                                                                         const BatchTiming& timing) {
+                        arrival = call.arrival,
+                        done = std::move(done)](const absl::Status& result, const BatchTiming& timing) {
     if (result.ok()) {
       response->set_backend(backend_label);
       v1::ServerTiming* t = response->mutable_timing();

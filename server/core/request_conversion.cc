@@ -18,7 +18,8 @@ absl::Status ViewTensor(const v1::Tensor& tensor, const char* field, kernels::Te
     return absl::InvalidArgumentError(absl::StrCat(field, ".dtype is unset; ", kDTypeChoices));
   }
   if (!KernelDType(wire, &view->dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".dtype has unknown value ", wire, "; ", kDTypeChoices));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".dtype has unknown value ", wire, "; ", kDTypeChoices));
   }
   view->shape.assign(tensor.shape().begin(), tensor.shape().end());
   // std::string::data() is never null, so a present tensor is present() even
@@ -202,7 +203,8 @@ absl::Status PrepareRequest(const v1::NormalizeRequest& request, int64_t max_ten
   prepared->geometry = g;
   prepared->rows = g.groups;
   prepared->input_bytes = 0;
-  for (const kernels::TensorView* t : {&p.input, &p.gamma, &p.beta, &p.residual, &p.running_mean, &p.running_var}) {
+  for (const kernels::TensorView* t :
+       {&p.input, &p.gamma, &p.beta, &p.residual, &p.running_mean, &p.running_var}) {
     if (t->present()) prepared->input_bytes += t->byte_size;
   }
   prepared->output_bytes = 0;
@@ -212,8 +214,8 @@ absl::Status PrepareRequest(const v1::NormalizeRequest& request, int64_t max_ten
   p.out.output = AllocateTensor(p.output_dtype, p.input.shape, elements, response->mutable_output(),
                                 &prepared->output_bytes);
   if (p.residual.present()) {
-    p.out.residual_out = AllocateTensor(p.input.dtype, p.input.shape, elements, response->mutable_residual_out(),
-                                        &prepared->output_bytes);
+    p.out.residual_out = AllocateTensor(p.input.dtype, p.input.shape, elements,
+                                        response->mutable_residual_out(), &prepared->output_bytes);
   }
   const bool batch_stats = p.kind == kernels::NormKind::kBatchNorm && p.use_batch_stats;
   const bool want_mean = (request.return_stats() || batch_stats) && p.kind != kernels::NormKind::kRmsNorm;
@@ -230,8 +232,9 @@ absl::Status PrepareRequest(const v1::NormalizeRequest& request, int64_t max_ten
                                                       response->mutable_rstd(), &prepared->output_bytes));
     }
     if (batch_stats) {
-      p.out.variance = static_cast<float*>(AllocateTensor(kernels::DType::kFloat32, shape, stat_groups,
-                                                          response->mutable_variance(), &prepared->output_bytes));
+      p.out.variance =
+          static_cast<float*>(AllocateTensor(kernels::DType::kFloat32, shape, stat_groups,
+                                             response->mutable_variance(), &prepared->output_bytes));
     }
   }
   return absl::OkStatus();

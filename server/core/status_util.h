@@ -30,10 +30,10 @@ std::string_view StatusCodeName(absl::StatusCode code);
 
 // Evaluates `expr` (an absl::Status) and returns it from the enclosing
 // function when it is not OK.
-#define RETURN_IF_ERROR(expr)                                   \
-  do {                                                          \
-    ::absl::Status normserve_status_ = (expr);                  \
-    if (!normserve_status_.ok()) return normserve_status_;      \
+#define RETURN_IF_ERROR(expr)                              \
+  do {                                                     \
+    ::absl::Status normserve_status_ = (expr);             \
+    if (!normserve_status_.ok()) return normserve_status_; \
   } while (0)
 
 // ASSIGN_OR_RETURN(lhs, expr): evaluates `expr` (an absl::StatusOr<T>);

@@ -38,11 +38,14 @@ BearerTokenAuth::BearerTokenAuth(std::string token) : token_(std::move(token)) {
 absl::Status BearerTokenAuth::Check(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const {
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {
-    return absl::UnauthenticatedError("missing authorization metadata; expected 'authorization: Bearer <token>'");
+    return absl::UnauthenticatedError(
+        "missing authorization metadata; expected 'authorization: Bearer <token>'");
   }
   const std::string_view value(it->second.data(), it->second.size());
   constexpr std::string_view kPrefix = "Bearer ";
-  if (value.size() < kPrefix.size() || !absl::EqualsIgnoreCase(absl::string_view(value.data(), kPrefix.size()), absl::string_view(kPrefix.data(), kPrefix.size()))) {
+  if (value.size() < kPrefix.size() ||
+      !absl::EqualsIgnoreCase(absl::string_view(value.data(), kPrefix.size()),
+                              absl::string_view(kPrefix.data(), kPrefix.size()))) {
     return absl::UnauthenticatedError("authorization metadata is not of the form 'Bearer <token>'");
   }
   if (!ConstantTimeEquals(value.substr(kPrefix.size()), token_)) {

@@ -44,7 +44,8 @@ class NormServiceImpl final : public v1::NormService::CallbackService {
   // `core` must outlive the service.
   NormServiceImpl(NormCore* core, NormServiceOptions options);
 
-  grpc::ServerUnaryReactor* Normalize(grpc::CallbackServerContext* context, const v1::NormalizeRequest* request,
+  grpc::ServerUnaryReactor* Normalize(grpc::CallbackServerContext* context,
+                                      const v1::NormalizeRequest* request,
                                       v1::NormalizeResponse* response) override;
   grpc::ServerBidiReactor<v1::NormalizeRequest, v1::StreamResponse>* NormalizeStream(
       grpc::CallbackServerContext* context) override;

@@ -34,7 +34,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
     }
     return grpc::InsecureServerCredentials();
   }
-  if (has_cert != has_key) return absl::InvalidArgumentError("--tls_cert and --tls_key must be given together");
+  if (has_cert != has_key)
+    return absl::InvalidArgumentError("--tls_cert and --tls_key must be given together");
   grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
   absl::StatusOr<std::string> key = ReadFile(options.tls_key, "--tls_key");
@@ -63,16 +64,16 @@ absl::StatusOr<std::unique_ptr<NormServer>> NormServer::Start(const ServerOption
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = Credentials(options);
   if (!credentials.ok()) return credentials.status();
 
-  std::unique_ptr<NormServer> server(new NormServer(
-      core, std::make_unique<NormServiceImpl>(core, options.service), options.health_poll, options.shutdown_drain));
+  std::unique_ptr<NormServer> server(new NormServer(core,
+                                                    std::make_unique<NormServiceImpl>(core, options.service),
+                                                    options.health_poll, options.shutdown_drain));
   grpc::EnableDefaultHealthCheckService(true);
   if (options.enable_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   grpc::ServerBuilder builder;
-  const std::string address = absl::StrCat(options.host.find(':') != std::string::npos
-                                                ? absl::StrCat("[", options.host, "]")
-                                                : options.host,
-                                            ":", options.port);
+  const std::string address = absl::StrCat(
+      options.host.find(':') != std::string::npos ? absl::StrCat("[", options.host, "]") : options.host, ":",
+      options.port);
   builder.AddListeningPort(address, *credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(options.max_message_bytes, INT32_MAX)));
   builder.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(options.max_message_bytes, INT32_MAX)));
@@ -85,7 +86,8 @@ absl::StatusOr<std::unique_ptr<NormServer>> NormServer::Start(const ServerOption
     builder.SetResourceQuota(quota);
   }
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(options.keepalive_time.count()));
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(options.keepalive_timeout.count()));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(options.keepalive_timeout.count()));
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                              static_cast<int>(options.min_client_ping_interval.count()));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
@@ -114,7 +116,9 @@ void NormServer::HealthLoop() {
       serving_ = healthy;
       health->SetServingStatus("", healthy);
       health->SetServingStatus(kHealthServiceName, healthy);
-      std::cerr << "normserve: health is " << (healthy ? "SERVING" : "NOT_SERVING (a backend is unhealthy or the server is stopping)") << "\n";
+      std::cerr << "normserve: health is "
+                << (healthy ? "SERVING" : "NOT_SERVING (a backend is unhealthy or the server is stopping)")
+                << "\n";
     }
     cv_.wait_for(lock, health_poll_);
   }

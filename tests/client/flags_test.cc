@@ -21,8 +21,8 @@ TEST(FlagSetTest, ParsesEveryKindOfFlag) {
   flags.AddBool("tls", &tls, "");
   flags.AddBool("gamma", &gamma, "");
   flags.AddDuration("duration", &duration, "");
-  auto rest = flags.Parse({"normalize", "--target=dns:///a:1", "--requests", "12", "--connections=3", "--eps=1e-6",
-                           "--tls", "--gamma=false", "--duration=250ms", "--", "--not-a-flag"});
+  auto rest = flags.Parse({"normalize", "--target=dns:///a:1", "--requests", "12", "--connections=3",
+                           "--eps=1e-6", "--tls", "--gamma=false", "--duration=250ms", "--", "--not-a-flag"});
   ASSERT_TRUE(rest.ok()) << rest.status();
   EXPECT_EQ(*rest, (std::vector<std::string>{"normalize", "--not-a-flag"}));
   EXPECT_EQ(target, "dns:///a:1");
@@ -100,7 +100,8 @@ TEST(ShapeTest, ParsesShapes) {
   auto bad = ParseShape("1x0");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message(), "bad shape '1x0': expected dims >= 1 joined by 'x', like 1x4096");
-  EXPECT_EQ(ParseShape("1x1x1x1x1x1x1x1x1").status().message(), "bad shape '1x1x1x1x1x1x1x1x1': rank above 8");
+  EXPECT_EQ(ParseShape("1x1x1x1x1x1x1x1x1").status().message(),
+            "bad shape '1x1x1x1x1x1x1x1x1': rank above 8");
   EXPECT_FALSE(ParseShape("").ok());
   EXPECT_FALSE(ParseShape("4096,1").ok());
 }

@@ -60,7 +60,8 @@ TEST(HistogramTest, BucketsTileTheRange) {
   // Every bucket starts where the previous one ended and is at most 1/128 of
   // its lower bound wide.
   for (int i = 1; i < LatencyHistogram::NumBuckets() - 1; ++i) {
-    ASSERT_EQ(LatencyHistogram::BucketLower(i), LatencyHistogram::BucketLower(i - 1) + LatencyHistogram::BucketWidth(i - 1))
+    ASSERT_EQ(LatencyHistogram::BucketLower(i),
+              LatencyHistogram::BucketLower(i - 1) + LatencyHistogram::BucketWidth(i - 1))
         << i;
     if (LatencyHistogram::BucketLower(i) >= 256) {
       ASSERT_LE(LatencyHistogram::BucketWidth(i) * 128, LatencyHistogram::BucketLower(i)) << i;

@@ -40,7 +40,8 @@ TEST(NpyTest, RoundTripsEveryDtype) {
       NpyArray a = RandomArray(t, shape, 42);
       const std::string bytes = SerializeNpy(a);
       // The data starts at a multiple of 64, as NumPy requires.
-      const size_t header_len = static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
+      const size_t header_len =
+          static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
       EXPECT_EQ((10 + header_len) % 64, 0u);
       auto b = ParseNpy(bytes);
       ASSERT_TRUE(b.ok()) << b.status();
@@ -106,13 +107,15 @@ TEST(NpyTest, RejectsUnsupportedDtypes) {
 }
 
 TEST(NpyTest, RejectsFortranOrder) {
-  ExpectError(NumpyHeader("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }") + std::string(24, '\0'),
-              "fortran_order True is not supported: save a C-contiguous array");
+  ExpectError(
+      NumpyHeader("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }") + std::string(24, '\0'),
+      "fortran_order True is not supported: save a C-contiguous array");
 }
 
 TEST(NpyTest, RejectsTruncatedData) {
-  ExpectError(NumpyHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }") + std::string(20, '\0'),
-              "truncated data: shape (2, 3) '<f4' needs 24 bytes, file has 20");
+  ExpectError(
+      NumpyHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }") + std::string(20, '\0'),
+      "truncated data: shape (2, 3) '<f4' needs 24 bytes, file has 20");
 }
 
 TEST(NpyTest, RejectsTruncatedAndMalformedHeaders) {

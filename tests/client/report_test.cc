@@ -70,7 +70,8 @@ LoadReport SampleReport() {
     if (tag[0] == '/') {
       const std::string name = tag.substr(1);
       if (stack.empty() || stack.back() != name) {
-        return ::testing::AssertionFailure() << "</" << name << "> closes " << (stack.empty() ? "nothing" : stack.back());
+        return ::testing::AssertionFailure()
+               << "</" << name << "> closes " << (stack.empty() ? "nothing" : stack.back());
       }
       stack.pop_back();
       continue;
@@ -115,10 +116,11 @@ TEST(ReportTest, WellFormedCheckCatchesBrokenMarkup) {
 
 TEST(ReportTest, JsonHasTheDocumentedFields) {
   const std::string json = ReportJson(SampleReport());
-  for (const char* key : {"\"requested_rate\":200.000", "\"achieved_rps\":150.000", "\"latency_us\":{\"p50\":",
-                          "\"p90\":", "\"p99\":", "\"p999\":", "\"max\":", "\"errors\":{\"UNAVAILABLE\":2}",
-                          "\"requests\":500", "\"server\":{\"queue_us_p50\":20.000", "\"compute_us_p50\":50.000",
-                          "\"steps\":[", "\"fell_behind\":true", "\"note\":\"a <tricky> & \\\"quoted\\\" value\""}) {
+  for (const char* key :
+       {"\"requested_rate\":200.000", "\"achieved_rps\":150.000", "\"latency_us\":{\"p50\":", "\"p90\":",
+        "\"p99\":", "\"p999\":", "\"max\":", "\"errors\":{\"UNAVAILABLE\":2}", "\"requests\":500",
+        "\"server\":{\"queue_us_p50\":20.000", "\"compute_us_p50\":50.000", "\"steps\":[",
+        "\"fell_behind\":true", "\"note\":\"a <tricky> & \\\"quoted\\\" value\""}) {
     EXPECT_NE(json.find(key), std::string::npos) << key;
   }
   // The top level is the last step: open loop at 200/s, latencies 1.0-1.5 ms.
@@ -138,8 +140,9 @@ TEST(ReportTest, TextWarnsWhenTheGeneratorFellBehind) {
   const std::string text = ReportText(SampleReport());
   EXPECT_NE(text.find("step 1/3: closed loop, concurrency 1, payload 8192 bytes"), std::string::npos);
   EXPECT_NE(text.find("errors 2 (UNAVAILABLE 2)"), std::string::npos);
-  EXPECT_NE(text.find("WARNING: the generator fell behind: achieved 150.0 req/s, sent 150.0/s of 200.0 requested"),
-            std::string::npos);
+  EXPECT_NE(
+      text.find("WARNING: the generator fell behind: achieved 150.0 req/s, sent 150.0/s of 200.0 requested"),
+      std::string::npos);
   EXPECT_EQ(text.find("WARNING", text.find("WARNING") + 1), std::string::npos);
 }
 

@@ -11,8 +11,8 @@ namespace normserve::client {
 namespace {
 
 TEST(TensorUtilTest, RoundsOnceToTheWireType) {
-  const std::vector<float> values = {1.0f, 1.00390625f, -3.14159f, 65504.0f, 1e-8f,
-                                     std::numeric_limits<float>::quiet_NaN()};
+  const std::vector<float> values = {1.0f,     1.00390625f, -3.14159f,
+                                     65504.0f, 1e-8f,       std::numeric_limits<float>::quiet_NaN()};
   const std::vector<int64_t> shape = {2, 3};
   for (v1::DType t : {v1::FLOAT32, v1::FLOAT16, v1::BFLOAT16}) {
     v1::Tensor tensor = MakeTensor(values, shape, t);
@@ -49,8 +49,9 @@ TEST(TensorUtilTest, NamesAndEnums) {
   EXPECT_EQ(ParseWireKind("group_norm").value(), v1::GROUP_NORM);
   EXPECT_EQ(ParseWireDType("float64").status().message(),
             "unknown dtype 'float64': expected float32, float16 or bfloat16");
-  EXPECT_EQ(ParseWireKind("weight_norm").status().message(),
-            "unknown kind 'weight_norm': expected layer_norm, rms_norm, batch_norm, group_norm or instance_norm");
+  EXPECT_EQ(
+      ParseWireKind("weight_norm").status().message(),
+      "unknown kind 'weight_norm': expected layer_norm, rms_norm, batch_norm, group_norm or instance_norm");
   for (v1::NormKind k : {v1::LAYER_NORM, v1::RMS_NORM, v1::BATCH_NORM, v1::GROUP_NORM, v1::INSTANCE_NORM}) {
     EXPECT_EQ(ToWireKind(ToKernelKind(k).value()), k);
     EXPECT_EQ(ParseWireKind(WireKindName(k)).value(), k);
@@ -84,7 +85,8 @@ TEST(ClientOptionsTest, RejectsInconsistentOptions) {
   EXPECT_EQ(c.status().message(), "cannot read root CA file '/nonexistent/ca.pem'");
   ClientOptions q;
   q.load_balancing_policy = "random";
-  EXPECT_EQ(Client::Create(q).status().message(), "load_balancing_policy 'random': expected round_robin or pick_first");
+  EXPECT_EQ(Client::Create(q).status().message(),
+            "load_balancing_policy 'random': expected round_robin or pick_first");
 }
 
 TEST(ClientTest, UnreachableServerIsUnavailable) {

@@ -9,6 +9,7 @@
 
 #if defined(__clang__) && defined(__x86_64__)
 #include <cpuid.h>
+
 #include <cstring>
 
 inline int NormserveFuzzCpuSupports(const char* feature) {

@@ -27,11 +27,14 @@ std::string Expectation(const normserve::fuzz::FuzzVerdict& v, const std::string
   if (!v.parsed) return "does not parse as a NormalizeRequest";
   if (absl::StartsWith(name, "ok_")) return v.status.ok() ? "" : "rejected: " + v.status.ToString();
   if (absl::StartsWith(name, "invalid_")) {
-    return v.status.code() == absl::StatusCode::kInvalidArgument ? "" : "want INVALID_ARGUMENT, got " + v.status.ToString();
+    return v.status.code() == absl::StatusCode::kInvalidArgument
+               ? ""
+               : "want INVALID_ARGUMENT, got " + v.status.ToString();
   }
   if (absl::StartsWith(name, "exhausted_")) {
-    return v.status.code() == absl::StatusCode::kResourceExhausted ? ""
-                                                                   : "want RESOURCE_EXHAUSTED, got " + v.status.ToString();
+    return v.status.code() == absl::StatusCode::kResourceExhausted
+               ? ""
+               : "want RESOURCE_EXHAUSTED, got " + v.status.ToString();
   }
   return "file name has no known prefix (ok_, invalid_, exhausted_, garbage_)";
 }

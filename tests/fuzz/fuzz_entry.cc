@@ -67,7 +67,8 @@ std::string CheckAccepted(const v1::NormalizeRequest& request, server::PreparedR
     return bad;
   }
   if (p.residual.present()) {
-    if (std::string bad = CheckTensor(response.residual_out(), "residual_out", p.input.dtype, p.input.shape, elements);
+    if (std::string bad =
+            CheckTensor(response.residual_out(), "residual_out", p.input.dtype, p.input.shape, elements);
         !bad.empty()) {
       return bad;
     }
@@ -130,8 +131,8 @@ FuzzVerdict CheckRequestBytes(const uint8_t* data, size_t size) {
     } else if (verdict.status.message().empty()) {
       verdict.violation = "rejected with an empty message";
     } else if (verdict.status.message().size() > kMaxErrorMessageBytes) {
-      verdict.violation = absl::StrCat("rejection message has ", verdict.status.message().size(), " bytes: ",
-                                       verdict.status.message().substr(0, 200), "...");
+      verdict.violation = absl::StrCat("rejection message has ", verdict.status.message().size(),
+                                       " bytes: ", verdict.status.message().substr(0, 200), "...");
     }
     return verdict;
   }

@@ -22,8 +22,9 @@ using normserve::v1::NormalizeRequest;
 using normserve::v1::Tensor;
 
 k::DType Kernel(normserve::v1::DType d) {
-  return d == normserve::v1::FLOAT16 ? k::DType::kFloat16
-         : d == normserve::v1::BFLOAT16 ? k::DType::kBFloat16 : k::DType::kFloat32;
+  return d == normserve::v1::FLOAT16    ? k::DType::kFloat16
+         : d == normserve::v1::BFLOAT16 ? k::DType::kBFloat16
+                                        : k::DType::kFloat32;
 }
 
 // A tensor of `shape` whose values follow a fixed pattern with a per-row
@@ -55,7 +56,8 @@ NormalizeRequest Layer(normserve::v1::DType dtype, std::vector<int64_t> shape) {
   return r;
 }
 
-NormalizeRequest Channels(normserve::v1::NormKind kind, normserve::v1::DType dtype, std::vector<int64_t> shape) {
+NormalizeRequest Channels(normserve::v1::NormKind kind, normserve::v1::DType dtype,
+                          std::vector<int64_t> shape) {
   NormalizeRequest r;
   r.set_request_id(8);
   r.set_kind(kind);
@@ -97,14 +99,17 @@ int main(int argc, char** argv) {
 
   // Accepted.
   add("ok_layer_f32", layer);
-  add("ok_layer_f16_stats", With(Layer(FLOAT16, {3, 40}), [](NormalizeRequest* r) { r->set_return_stats(true); }));
+  add("ok_layer_f16_stats",
+      With(Layer(FLOAT16, {3, 40}), [](NormalizeRequest* r) { r->set_return_stats(true); }));
   add("ok_layer_bf16_out_f32", With(Layer(BFLOAT16, {2, 3, 8}), [](NormalizeRequest* r) {
         r->set_output_dtype(FLOAT32);
         r->set_normalized_dims(2);
         Fill(r->mutable_gamma(), BFLOAT16, {3, 8}, 1.0f);
         r->clear_beta();
       }));
-  add("ok_layer_residual", With(layer, [](NormalizeRequest* r) { Fill(r->mutable_residual(), FLOAT32, {4, 24}, 5.0f); }));
+  add("ok_layer_residual", With(layer, [](NormalizeRequest* r) {
+        Fill(r->mutable_residual(), FLOAT32, {4, 24}, 5.0f);
+      }));
   add("ok_layer_adaptive", With(Layer(FLOAT32, {2, 3, 16}), [](NormalizeRequest* r) {
         Fill(r->mutable_gamma(), FLOAT32, {2, 1, 16});
         Fill(r->mutable_beta(), FLOAT32, {2, 3, 16});
@@ -119,7 +124,8 @@ int main(int argc, char** argv) {
       }));
   add("ok_layer_large_offset", With(layer, [](NormalizeRequest* r) {
         for (int i = 0; i < 4 * 24; ++i) {
-          k::StoreFromFloat(r->mutable_input()->mutable_data()->data(), k::DType::kFloat32, i, 40000.0f + i % 4);
+          k::StoreFromFloat(r->mutable_input()->mutable_data()->data(), k::DType::kFloat32, i,
+                            40000.0f + i % 4);
         }
       }));
   add("ok_rms_f16", With(Layer(FLOAT16, {5, 33}), [](NormalizeRequest* r) {
@@ -127,7 +133,8 @@ int main(int argc, char** argv) {
         r->clear_beta();
         r->set_return_stats(true);
       }));
-  add("ok_rms_single_column", With(Layer(FLOAT32, {6, 1}), [](NormalizeRequest* r) { r->set_kind(RMS_NORM); }));
+  add("ok_rms_single_column",
+      With(Layer(FLOAT32, {6, 1}), [](NormalizeRequest* r) { r->set_kind(RMS_NORM); }));
   add("ok_group_f32", group);
   add("ok_group_bf16_spatial", Channels(GROUP_NORM, BFLOAT16, {1, 6, 2, 3}));
   add("ok_instance_no_params", With(Channels(INSTANCE_NORM, FLOAT32, {2, 3, 7}), [](NormalizeRequest* r) {
@@ -145,15 +152,19 @@ int main(int argc, char** argv) {
 
   // Rejected: INVALID_ARGUMENT.
   add("invalid_empty_request", NormalizeRequest());
-  add("invalid_kind_unknown", With(layer, [](NormalizeRequest* r) { r->set_kind(static_cast<NormKind>(42)); }));
+  add("invalid_kind_unknown",
+      With(layer, [](NormalizeRequest* r) { r->set_kind(static_cast<NormKind>(42)); }));
   add("invalid_backend_unknown",
       With(layer, [](NormalizeRequest* r) { r->set_backend(static_cast<BackendPreference>(9)); }));
   add("invalid_input_missing", With(layer, [](NormalizeRequest* r) { r->clear_input(); }));
-  add("invalid_dtype_unset", With(layer, [](NormalizeRequest* r) { r->mutable_input()->set_dtype(DTYPE_UNSPECIFIED); }));
-  add("invalid_dtype_unknown", With(layer, [](NormalizeRequest* r) { r->mutable_input()->set_dtype(static_cast<DType>(17)); }));
+  add("invalid_dtype_unset",
+      With(layer, [](NormalizeRequest* r) { r->mutable_input()->set_dtype(DTYPE_UNSPECIFIED); }));
+  add("invalid_dtype_unknown",
+      With(layer, [](NormalizeRequest* r) { r->mutable_input()->set_dtype(static_cast<DType>(17)); }));
   add("invalid_output_dtype_unknown",
       With(layer, [](NormalizeRequest* r) { r->set_output_dtype(static_cast<DType>(-3)); }));
-  add("invalid_data_short", With(layer, [](NormalizeRequest* r) { r->mutable_input()->mutable_data()->resize(10); }));
+  add("invalid_data_short",
+      With(layer, [](NormalizeRequest* r) { r->mutable_input()->mutable_data()->resize(10); }));
   add("invalid_data_empty", With(layer, [](NormalizeRequest* r) { r->mutable_input()->clear_data(); }));
   add("invalid_rank0", With(layer, [](NormalizeRequest* r) {
         r->mutable_input()->clear_shape();
@@ -176,12 +187,20 @@ int main(int argc, char** argv) {
   add("invalid_eps_nan", With(layer, [nan](NormalizeRequest* r) { r->set_epsilon(nan); }));
   add("invalid_eps_inf", With(layer, [inf](NormalizeRequest* r) { r->set_epsilon(inf); }));
   add("invalid_eps_negative", With(layer, [](NormalizeRequest* r) { r->set_epsilon(-1e-5f); }));
-  add("invalid_normalized_dims_huge", With(layer, [](NormalizeRequest* r) { r->set_normalized_dims(1 << 30); }));
-  add("invalid_normalized_dims_negative", With(layer, [](NormalizeRequest* r) { r->set_normalized_dims(-1); }));
-  add("invalid_gamma_shape", With(layer, [](NormalizeRequest* r) { Fill(r->mutable_gamma(), FLOAT32, {23}); }));
-  add("invalid_beta_dtype", With(Layer(FLOAT16, {2, 8}), [](NormalizeRequest* r) { Fill(r->mutable_beta(), BFLOAT16, {8}); }));
-  add("invalid_residual_shape", With(layer, [](NormalizeRequest* r) { Fill(r->mutable_residual(), FLOAT32, {4, 23}); }));
-  add("invalid_residual_dtype", With(layer, [](NormalizeRequest* r) { Fill(r->mutable_residual(), FLOAT16, {4, 24}); }));
+  add("invalid_normalized_dims_huge",
+      With(layer, [](NormalizeRequest* r) { r->set_normalized_dims(1 << 30); }));
+  add("invalid_normalized_dims_negative",
+      With(layer, [](NormalizeRequest* r) { r->set_normalized_dims(-1); }));
+  add("invalid_gamma_shape",
+      With(layer, [](NormalizeRequest* r) { Fill(r->mutable_gamma(), FLOAT32, {23}); }));
+  add("invalid_beta_dtype",
+      With(Layer(FLOAT16, {2, 8}), [](NormalizeRequest* r) { Fill(r->mutable_beta(), BFLOAT16, {8}); }));
+  add("invalid_residual_shape", With(layer, [](NormalizeRequest* r) {
+        Fill(r->mutable_residual(), FLOAT32, {4, 23});
+      }));
+  add("invalid_residual_dtype", With(layer, [](NormalizeRequest* r) {
+        Fill(r->mutable_residual(), FLOAT16, {4, 24});
+      }));
   add("invalid_running_stats_on_layer",
       With(layer, [](NormalizeRequest* r) { Fill(r->mutable_running_mean(), FLOAT32, {24}); }));
   add("invalid_batch_running_var_missing", With(batch, [](NormalizeRequest* r) { r->clear_running_var(); }));
@@ -189,7 +208,8 @@ int main(int argc, char** argv) {
       With(batch, [](NormalizeRequest* r) { Fill(r->mutable_running_mean(), FLOAT32, {5}); }));
   add("invalid_group_zero_groups", With(group, [](NormalizeRequest* r) { r->set_num_groups(0); }));
   add("invalid_group_not_dividing", With(group, [](NormalizeRequest* r) { r->set_num_groups(3); }));
-  add("invalid_group_rank1", With(group, [](NormalizeRequest* r) { Fill(r->mutable_input(), FLOAT32, {8}); }));
+  add("invalid_group_rank1",
+      With(group, [](NormalizeRequest* r) { Fill(r->mutable_input(), FLOAT32, {8}); }));
 
   // Rejected: RESOURCE_EXHAUSTED (more than kFuzzMaxTensorElements = 4096).
   add("exhausted_input_elements", Layer(FLOAT16, {65, 64}));

@@ -97,44 +97,58 @@ std::vector<HostileCase> Catalogue() {
   std::vector<HostileCase> c;
   // Enums and required fields.
   c.push_back({"kind_unset", [](NormalizeRequest* r) { r->clear_kind(); }, Code::kInvalidArgument,
-               "kind is unset; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM", "kind"});
-  c.push_back({"kind_unknown", [](NormalizeRequest* r) { r->set_kind(static_cast<v1::NormKind>(99)); },
-               Code::kInvalidArgument,
-               "kind has unknown value 99; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM",
+               "kind is unset; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM",
                "kind"});
-  c.push_back({"backend_unknown", [](NormalizeRequest* r) { r->set_backend(static_cast<v1::BackendPreference>(7)); },
-               Code::kInvalidArgument, "backend has unknown value 7; expected BACKEND_AUTO, BACKEND_CPU or BACKEND_CUDA",
-               "backend"});
+  c.push_back(
+      {"kind_unknown", [](NormalizeRequest* r) { r->set_kind(static_cast<v1::NormKind>(99)); },
+       Code::kInvalidArgument,
+       "kind has unknown value 99; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM",
+       "kind"});
+  c.push_back({"backend_unknown",
+               [](NormalizeRequest* r) { r->set_backend(static_cast<v1::BackendPreference>(7)); },
+               Code::kInvalidArgument,
+               "backend has unknown value 7; expected BACKEND_AUTO, BACKEND_CPU or BACKEND_CUDA", "backend"});
   c.push_back({"input_missing", [](NormalizeRequest* r) { r->clear_input(); }, Code::kInvalidArgument,
                "input is required", "input"});
   c.push_back({"input_dtype_unset", [](NormalizeRequest* r) { r->mutable_input()->clear_dtype(); },
-               Code::kInvalidArgument, "input.dtype is unset; expected FLOAT32, FLOAT16 or BFLOAT16", "input.dtype"});
-  c.push_back({"input_dtype_unknown", [](NormalizeRequest* r) { r->mutable_input()->set_dtype(static_cast<v1::DType>(12)); },
-               Code::kInvalidArgument, "input.dtype has unknown value 12; expected FLOAT32, FLOAT16 or BFLOAT16",
+               Code::kInvalidArgument, "input.dtype is unset; expected FLOAT32, FLOAT16 or BFLOAT16",
                "input.dtype"});
+  c.push_back({"input_dtype_unknown",
+               [](NormalizeRequest* r) { r->mutable_input()->set_dtype(static_cast<v1::DType>(12)); },
+               Code::kInvalidArgument,
+               "input.dtype has unknown value 12; expected FLOAT32, FLOAT16 or BFLOAT16", "input.dtype"});
   c.push_back({"gamma_dtype_unset", [](NormalizeRequest* r) { r->mutable_gamma()->clear_dtype(); },
-               Code::kInvalidArgument, "gamma.dtype is unset; expected FLOAT32, FLOAT16 or BFLOAT16", "gamma.dtype"});
-  c.push_back({"output_dtype_unknown", [](NormalizeRequest* r) { r->set_output_dtype(static_cast<v1::DType>(-1)); },
-               Code::kInvalidArgument, "output_dtype has unknown value -1; expected FLOAT32, FLOAT16 or BFLOAT16",
-               "output_dtype"});
+               Code::kInvalidArgument, "gamma.dtype is unset; expected FLOAT32, FLOAT16 or BFLOAT16",
+               "gamma.dtype"});
+  c.push_back({"output_dtype_unknown",
+               [](NormalizeRequest* r) { r->set_output_dtype(static_cast<v1::DType>(-1)); },
+               Code::kInvalidArgument,
+               "output_dtype has unknown value -1; expected FLOAT32, FLOAT16 or BFLOAT16", "output_dtype"});
   // Byte lengths.
-  c.push_back({"input_data_short", [](NormalizeRequest* r) { r->mutable_input()->mutable_data()->resize(126); },
-               Code::kInvalidArgument, "input.data has 126 bytes; shape [4,8] FLOAT32 needs 128", "input.data"});
-  c.push_back({"input_data_long", [](NormalizeRequest* r) { r->mutable_input()->mutable_data()->append(4, '\0'); },
-               Code::kInvalidArgument, "input.data has 132 bytes; shape [4,8] FLOAT32 needs 128", "input.data"});
+  c.push_back(
+      {"input_data_short", [](NormalizeRequest* r) { r->mutable_input()->mutable_data()->resize(126); },
+       Code::kInvalidArgument, "input.data has 126 bytes; shape [4,8] FLOAT32 needs 128", "input.data"});
+  c.push_back(
+      {"input_data_long", [](NormalizeRequest* r) { r->mutable_input()->mutable_data()->append(4, '\0'); },
+       Code::kInvalidArgument, "input.data has 132 bytes; shape [4,8] FLOAT32 needs 128", "input.data"});
   c.push_back({"input_empty_tensor", [](NormalizeRequest* r) { r->mutable_input()->clear_data(); },
-               Code::kInvalidArgument, "input.data has 0 bytes; shape [4,8] FLOAT32 needs 128", "input.data"});
-  c.push_back({"gamma_data_short", [](NormalizeRequest* r) { r->mutable_gamma()->mutable_data()->resize(30); },
+               Code::kInvalidArgument, "input.data has 0 bytes; shape [4,8] FLOAT32 needs 128",
+               "input.data"});
+  c.push_back({"gamma_data_short",
+               [](NormalizeRequest* r) { r->mutable_gamma()->mutable_data()->resize(30); },
                Code::kInvalidArgument, "gamma.data has 30 bytes; shape [8] FLOAT32 needs 32", "gamma.data"});
-  c.push_back({"input_half_bytes_as_float", [](NormalizeRequest* r) { r->mutable_input()->set_dtype(v1::FLOAT16); },
-               Code::kInvalidArgument, "input.data has 128 bytes; shape [4,8] FLOAT16 needs 64", "input.data"});
+  c.push_back(
+      {"input_half_bytes_as_float", [](NormalizeRequest* r) { r->mutable_input()->set_dtype(v1::FLOAT16); },
+       Code::kInvalidArgument, "input.data has 128 bytes; shape [4,8] FLOAT16 needs 64", "input.data"});
   // Shapes.
-  c.push_back({"rank0", [](NormalizeRequest* r) {
+  c.push_back({"rank0",
+               [](NormalizeRequest* r) {
                  r->mutable_input()->clear_shape();
                  r->mutable_input()->mutable_data()->resize(4);
                },
                Code::kInvalidArgument, "input.shape has rank 0; LAYER_NORM needs rank >= 1", "input.shape"});
-  c.push_back({"rank9", [](NormalizeRequest* r) {
+  c.push_back({"rank9",
+               [](NormalizeRequest* r) {
                  *r->mutable_input() = F32({1, 1, 1, 1, 1, 1, 1, 4, 8});
                },
                Code::kInvalidArgument, "input.shape has rank 9; the limit is 8", "input.shape"});
@@ -142,20 +156,28 @@ std::vector<HostileCase> Catalogue() {
                Code::kInvalidArgument, "input.shape[0] is -4; every dim must be >= 1", "input.shape[0]"});
   c.push_back({"dim_zero", [](NormalizeRequest* r) { r->mutable_input()->set_shape(1, 0); },
                Code::kInvalidArgument, "input.shape[1] is 0; every dim must be >= 1", "input.shape[1]"});
-  c.push_back({"dims_overflow_int64", [](NormalizeRequest* r) {
+  c.push_back({"dims_overflow_int64",
+               [](NormalizeRequest* r) {
                  r->mutable_input()->clear_shape();
-                 for (int64_t d : {int64_t{1} << 32, int64_t{1} << 32, int64_t{8}}) r->mutable_input()->add_shape(d);
+                 for (int64_t d : {int64_t{1} << 32, int64_t{1} << 32, int64_t{8}})
+                   r->mutable_input()->add_shape(d);
                },
                Code::kInvalidArgument,
-               "input.shape [4294967296,4294967296,8] has more elements than int64 can count", "input.shape"});
-  c.push_back({"too_many_elements", [](NormalizeRequest* r) { *r->mutable_input() = F32({2, 40000}); },
+               "input.shape [4294967296,4294967296,8] has more elements than int64 can count",
+               "input.shape"});
+  c.push_back({"too_many_elements",
+               [](NormalizeRequest* r) {
+                 *r->mutable_input() = F32({2, 40000});
+               },
                Code::kResourceExhausted, "input.shape [2,40000] has 80000 elements; the limit is 65536",
                "input.shape"});
-  c.push_back({"too_many_elements_no_bytes", [](NormalizeRequest* r) {
+  c.push_back({"too_many_elements_no_bytes",
+               [](NormalizeRequest* r) {
                  r->mutable_input()->clear_shape();
                  for (int64_t d : {int64_t{1} << 20, int64_t{1} << 20}) r->mutable_input()->add_shape(d);
                },
-               Code::kResourceExhausted, "input.shape [1048576,1048576] has 1099511627776 elements; the limit is 65536",
+               Code::kResourceExhausted,
+               "input.shape [1048576,1048576] has 1099511627776 elements; the limit is 65536",
                "input.shape"});
   c.push_back({"normalized_dims_huge", [](NormalizeRequest* r) { r->set_normalized_dims(1 << 30); },
                Code::kInvalidArgument,
@@ -173,56 +195,75 @@ std::vector<HostileCase> Catalogue() {
   // Parameters.
   c.push_back({"gamma_wrong_shape", [](NormalizeRequest* r) { *r->mutable_gamma() = F32({7}); },
                Code::kInvalidArgument,
-               "gamma.shape [7] does not broadcast against input.shape [4,8] with normalized_dims 1", "gamma.shape"});
-  c.push_back({"beta_wrong_dtype", [](NormalizeRequest* r) {
+               "gamma.shape [7] does not broadcast against input.shape [4,8] with normalized_dims 1",
+               "gamma.shape"});
+  c.push_back({"beta_wrong_dtype",
+               [](NormalizeRequest* r) {
                  *r->mutable_input() = MakeTensor(Ramp(32), {4, 8}, v1::FLOAT16);
                  *r->mutable_beta() = MakeTensor(Ramp(8), {8}, v1::BFLOAT16);
                },
-               Code::kInvalidArgument, "beta.dtype BFLOAT16 must be FLOAT32 or input.dtype FLOAT16", "beta.dtype"});
-  c.push_back({"gamma_rank0", [](NormalizeRequest* r) {
+               Code::kInvalidArgument, "beta.dtype BFLOAT16 must be FLOAT32 or input.dtype FLOAT16",
+               "beta.dtype"});
+  c.push_back({"gamma_rank0",
+               [](NormalizeRequest* r) {
                  r->mutable_gamma()->clear_shape();
                  r->mutable_gamma()->mutable_data()->resize(4);
                },
                Code::kInvalidArgument,
-               "gamma.shape has rank 0; expected at least the last 1 dim(s) of input.shape [4,8]", "gamma.shape"});
-  c.push_back({"residual_wrong_shape", [](NormalizeRequest* r) { *r->mutable_residual() = F32({4, 7}); },
-               Code::kInvalidArgument, "residual.shape [4,7] differs from input.shape [4,8]", "residual.shape"});
-  c.push_back({"residual_wrong_dtype", [](NormalizeRequest* r) {
+               "gamma.shape has rank 0; expected at least the last 1 dim(s) of input.shape [4,8]",
+               "gamma.shape"});
+  c.push_back({"residual_wrong_shape",
+               [](NormalizeRequest* r) {
+                 *r->mutable_residual() = F32({4, 7});
+               },
+               Code::kInvalidArgument, "residual.shape [4,7] differs from input.shape [4,8]",
+               "residual.shape"});
+  c.push_back({"residual_wrong_dtype",
+               [](NormalizeRequest* r) {
                  *r->mutable_residual() = MakeTensor(Ramp(32), {4, 8}, v1::FLOAT16);
                },
-               Code::kInvalidArgument, "residual.dtype FLOAT16 differs from input.dtype FLOAT32", "residual.dtype"});
-  c.push_back({"running_stats_on_layer_norm", [](NormalizeRequest* r) { *r->mutable_running_var() = F32({8}); },
-               Code::kInvalidArgument, "running_var is set; only BATCH_NORM takes running statistics, not LAYER_NORM",
+               Code::kInvalidArgument, "residual.dtype FLOAT16 differs from input.dtype FLOAT32",
+               "residual.dtype"});
+  c.push_back({"running_stats_on_layer_norm",
+               [](NormalizeRequest* r) { *r->mutable_running_var() = F32({8}); }, Code::kInvalidArgument,
+               "running_var is set; only BATCH_NORM takes running statistics, not LAYER_NORM",
                "running_var"});
-  c.push_back({"batch_norm_running_mean_missing", [](NormalizeRequest* r) {
+  c.push_back({"batch_norm_running_mean_missing",
+               [](NormalizeRequest* r) {
                  *r = ValidBatchNorm();
                  r->clear_running_mean();
                },
-               Code::kInvalidArgument, "running_mean is required for BATCH_NORM unless use_batch_stats is set",
-               "running_mean"});
-  c.push_back({"batch_norm_running_var_wrong_shape", [](NormalizeRequest* r) {
+               Code::kInvalidArgument,
+               "running_mean is required for BATCH_NORM unless use_batch_stats is set", "running_mean"});
+  c.push_back({"batch_norm_running_var_wrong_shape",
+               [](NormalizeRequest* r) {
                  *r = ValidBatchNorm();
                  *r->mutable_running_var() = F32({4});
                },
-               Code::kInvalidArgument, "running_var.shape [4] must be [C] = [3] (input.shape[1])", "running_var.shape"});
-  c.push_back({"batch_norm_rank1", [](NormalizeRequest* r) {
+               Code::kInvalidArgument, "running_var.shape [4] must be [C] = [3] (input.shape[1])",
+               "running_var.shape"});
+  c.push_back({"batch_norm_rank1",
+               [](NormalizeRequest* r) {
                  *r = ValidBatchNorm();
                  *r->mutable_input() = F32({6});
                },
-               Code::kInvalidArgument, "input.shape has rank 1; BATCH_NORM needs rank >= 2 ([N, C, *spatial])",
-               "input.shape"});
+               Code::kInvalidArgument,
+               "input.shape has rank 1; BATCH_NORM needs rank >= 2 ([N, C, *spatial])", "input.shape"});
   // Groups.
-  c.push_back({"num_groups_zero", [](NormalizeRequest* r) {
+  c.push_back({"num_groups_zero",
+               [](NormalizeRequest* r) {
                  *r = ValidGroupNorm();
                  r->set_num_groups(0);
                },
                Code::kInvalidArgument, "num_groups is 0; GROUP_NORM needs num_groups >= 1", "num_groups"});
-  c.push_back({"num_groups_not_dividing", [](NormalizeRequest* r) {
+  c.push_back({"num_groups_not_dividing",
+               [](NormalizeRequest* r) {
                  *r = ValidGroupNorm();
                  r->set_num_groups(4);
                },
                Code::kInvalidArgument, "num_groups 4 does not divide C = 6 (input.shape[1])", "num_groups"});
-  c.push_back({"group_norm_gamma_not_c", [](NormalizeRequest* r) {
+  c.push_back({"group_norm_gamma_not_c",
+               [](NormalizeRequest* r) {
                  *r = ValidGroupNorm();
                  *r->mutable_gamma() = F32({5});
                },
@@ -230,11 +271,14 @@ std::vector<HostileCase> Catalogue() {
   // Routing and transport limits.
   c.push_back({"backend_cuda_without_gpu", [](NormalizeRequest* r) { r->set_backend(v1::BACKEND_CUDA); },
                Code::kFailedPrecondition,
-               "backend BACKEND_CUDA is not available: this server has no CUDA device; use BACKEND_CPU or BACKEND_AUTO",
+               "backend BACKEND_CUDA is not available: this server has no CUDA device; use BACKEND_CPU or "
+               "BACKEND_AUTO",
                "BACKEND_CUDA"});
-  c.push_back({"message_over_max_message_mb", [](NormalizeRequest* r) {
+  c.push_back({"message_over_max_message_mb",
+               [](NormalizeRequest* r) {
                  // 1.5 MiB of input against --max_message_mb=1; gRPC refuses it.
-                 *r->mutable_input() = MakeTensorFromBytes(std::string(3 << 19, '\0'), {3 << 17}, v1::FLOAT32);
+                 *r->mutable_input() =
+                     MakeTensorFromBytes(std::string(3 << 19, '\0'), {3 << 17}, v1::FLOAT32);
                },
                // %SIZE% is the serialized request size, filled in when sent.
                Code::kResourceExhausted, "Received message larger than max (%SIZE% vs. 1048576)", "message"});
@@ -244,11 +288,10 @@ std::vector<HostileCase> Catalogue() {
 class HostileRequestsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto s = ServerProcess::Start(ServerBinary(),
-                                  {"--host=127.0.0.1", "--port=0", "--metrics_port=-1", "--backend=auto",
-                                   absl::StrCat("--max_message_mb=", kMaxMessageMb),
-                                   absl::StrCat("--max_tensor_elements=", kMaxTensorElements),
-                                   "--shutdown_grace_s=2"});
+    auto s = ServerProcess::Start(
+        ServerBinary(), {"--host=127.0.0.1", "--port=0", "--metrics_port=-1", "--backend=auto",
+                         absl::StrCat("--max_message_mb=", kMaxMessageMb),
+                         absl::StrCat("--max_tensor_elements=", kMaxTensorElements), "--shutdown_grace_s=2"});
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
   }
@@ -331,7 +374,9 @@ TEST_F(HostileRequestsTest, EachFailsAloneOnTheStream) {
     NormalizeRequest valid = ValidLayerNorm();
     valid.set_request_id(++id);
     auto ok = std::make_unique<Outcome>();
-    session->Send(valid, [o = ok.get()](absl::StatusOr<v1::NormalizeResponse> r) { o->promise.set_value(std::move(r)); });
+    session->Send(valid, [o = ok.get()](absl::StatusOr<v1::NormalizeResponse> r) {
+      o->promise.set_value(std::move(r));
+    });
     good.push_back(std::move(ok));
   }
   for (size_t i = 0; i < bad.size(); ++i) {
@@ -361,8 +406,8 @@ TEST_F(HostileRequestsTest, DISABLED_HugeRankResidualGetsAShortMessage) {
   for (int i = 0; i < 100000; ++i) request.mutable_residual()->add_shape(1);
   auto result = client_->Normalize(request, absl::Seconds(20));
   ASSERT_FALSE(result.ok());
-  std::printf("[huge-rank residual] %s, message of %zu bytes\n", absl::StatusCodeToString(result.status().code()).c_str(),
-              result.status().message().size());
+  std::printf("[huge-rank residual] %s, message of %zu bytes\n",
+              absl::StatusCodeToString(result.status().code()).c_str(), result.status().message().size());
   EXPECT_EQ(result.status().code(), Code::kInvalidArgument) << result.status().ToString().substr(0, 300);
   EXPECT_LE(result.status().message().size(), 512u);
   ExpectStillServing();
@@ -380,7 +425,8 @@ TEST_F(HostileRequestsTest, DISABLED_LargeFiniteInputsGiveFiniteOutputs) {
   ASSERT_TRUE(result.ok()) << result.status();
   auto y = client::TensorToFloats(result->output());
   ASSERT_TRUE(y.ok()) << y.status();
-  for (size_t i = 0; i < y->size(); ++i) EXPECT_TRUE(std::isfinite((*y)[i])) << "output[" << i << "] = " << (*y)[i];
+  for (size_t i = 0; i < y->size(); ++i)
+    EXPECT_TRUE(std::isfinite((*y)[i])) << "output[" << i << "] = " << (*y)[i];
 }
 
 // Hostile values that are valid requests: non-finite data gives NaN groups,

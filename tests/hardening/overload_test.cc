@@ -53,10 +53,11 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 
 TEST(OverloadTest, RejectsFastKeepsLatencyAndMemoryBounded) {
   auto server = ServerProcess::Start(
-      ServerBinary(), {"--host=127.0.0.1", "--port=0", "--metrics_port=-1", "--backend=cpu", "--batch_workers=1",
-                       "--enable_batching=true", "--max_batch_rows=1000000",
-                       "--max_queue_delay_us=" + std::to_string(static_cast<int>(kMaxQueueDelaySeconds * 1e6)),
-                       "--max_queue_requests=" + std::to_string(kMaxQueueRequests), "--shutdown_grace_s=2"});
+      ServerBinary(),
+      {"--host=127.0.0.1", "--port=0", "--metrics_port=-1", "--backend=cpu", "--batch_workers=1",
+       "--enable_batching=true", "--max_batch_rows=1000000",
+       "--max_queue_delay_us=" + std::to_string(static_cast<int>(kMaxQueueDelaySeconds * 1e6)),
+       "--max_queue_requests=" + std::to_string(kMaxQueueRequests), "--shutdown_grace_s=2"});
   ASSERT_TRUE(server.ok()) << server.status();
   const pid_t pid = (*server)->pid();
   std::unique_ptr<client::Client> c = ConnectNoRetry((*server)->target());
@@ -81,8 +82,8 @@ TEST(OverloadTest, RejectsFastKeepsLatencyAndMemoryBounded) {
   const v1::NormalizeRequest request = Work(7);
   const Clock::time_point start = Clock::now();
   for (int i = 0; i < total; ++i) {
-    std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
-                                              std::chrono::duration<double>(i / rate)));
+    std::this_thread::sleep_until(
+        start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(i / rate)));
     const Clock::time_point sent = Clock::now();
     c->NormalizeAsync(
         request,
@@ -112,14 +113,15 @@ TEST(OverloadTest, RejectsFastKeepsLatencyAndMemoryBounded) {
   }
   const int64_t rss_after = ResidentKib(pid);
 
-  std::printf("[overload] capacity %.1f req/s, offered %.1f req/s, %d requests in %.2f s\n", kCapacity, rate, total,
-              Seconds(Clock::now() - start));
+  std::printf("[overload] capacity %.1f req/s, offered %.1f req/s, %d requests in %.2f s\n", kCapacity, rate,
+              total, Seconds(Clock::now() - start));
   for (const auto& [code, count] : codes) std::printf("[overload] %d x %s\n", count, examples[code].c_str());
   std::printf("[overload] accepted p50 %.2f ms p99 %.2f ms; rejected p50 %.2f ms p99 %.2f ms\n",
               Quantile(accepted, 0.5) * 1e3, Quantile(accepted, 0.99) * 1e3, Quantile(rejected, 0.5) * 1e3,
               Quantile(rejected, 0.99) * 1e3);
-  std::printf("[overload] VmRSS before %lld KiB, peak %lld KiB, after %lld KiB\n", static_cast<long long>(rss_before),
-              static_cast<long long>(rss_peak), static_cast<long long>(rss_after));
+  std::printf("[overload] VmRSS before %lld KiB, peak %lld KiB, after %lld KiB\n",
+              static_cast<long long>(rss_before), static_cast<long long>(rss_peak),
+              static_cast<long long>(rss_after));
 
   for (const auto& [code, count] : codes) {
     EXPECT_TRUE(code == absl::StatusCode::kOk || code == absl::StatusCode::kUnavailable)

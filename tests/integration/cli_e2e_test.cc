@@ -53,12 +53,12 @@ TEST_F(CliE2eTest, LayerNormBFloat16WithResidualMatchesTheReference) {
   ASSERT_TRUE(client::WriteNpyFile(TempPath("g.npy"), FloatArray(g, {1024})).ok());
   ASSERT_TRUE(client::WriteNpyFile(TempPath("b.npy"), FloatArray(b, {1024})).ok());
   int code = 0;
-  const std::string out = Run("normalize --target=" + Server()->target() + " --kind=layer_norm --dtype=bfloat16" +
-                                  " --input=" + TempPath("x.npy") + " --residual=" + TempPath("r.npy") +
-                                  " --gamma=" + TempPath("g.npy") + " --beta=" + TempPath("b.npy") +
-                                  " --output=" + TempPath("y.npy") + " --residual_out=" + TempPath("h.npy") +
-                                  " --stats_out=" + TempPath("stats") + " --raw_bf16",
-                              &code);
+  const std::string out =
+      Run("normalize --target=" + Server()->target() + " --kind=layer_norm --dtype=bfloat16" + " --input=" +
+              TempPath("x.npy") + " --residual=" + TempPath("r.npy") + " --gamma=" + TempPath("g.npy") +
+              " --beta=" + TempPath("b.npy") + " --output=" + TempPath("y.npy") +
+              " --residual_out=" + TempPath("h.npy") + " --stats_out=" + TempPath("stats") + " --raw_bf16",
+          &code);
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("layer_norm bfloat16 [4,1024]"), std::string::npos) << out;
   EXPECT_NE(out.find("server queue"), std::string::npos) << out;
@@ -97,9 +97,10 @@ TEST_F(CliE2eTest, RmsNormFloat32OutputsAsF4) {
   const auto x = Random(&rng, 3 * 512, 0.0f, 3.0f);
   ASSERT_TRUE(client::WriteNpyFile(TempPath("x2.npy"), FloatArray(x, {3, 512})).ok());
   int code = 0;
-  const std::string out = Run("normalize --target=" + Server()->target() + " --kind=rms_norm --input=" +
-                                  TempPath("x2.npy") + " --output=" + TempPath("y2.npy") + " --eps=1e-5",
-                              &code);
+  const std::string out =
+      Run("normalize --target=" + Server()->target() + " --kind=rms_norm --input=" + TempPath("x2.npy") +
+              " --output=" + TempPath("y2.npy") + " --eps=1e-5",
+          &code);
   ASSERT_EQ(code, 0) << out;
   v1::NormalizeRequest req;
   req.set_kind(v1::RMS_NORM);
@@ -119,7 +120,8 @@ TEST_F(CliE2eTest, InfoAndHealth) {
   out = Run("info --target=" + Server()->target(), &code);
   EXPECT_EQ(code, 0);
   EXPECT_NE(out.find("default backend  cpu"), std::string::npos) << out;
-  EXPECT_NE(out.find("layer_norm, rms_norm, batch_norm, group_norm, instance_norm"), std::string::npos) << out;
+  EXPECT_NE(out.find("layer_norm, rms_norm, batch_norm, group_norm, instance_norm"), std::string::npos)
+      << out;
 }
 
 TEST_F(CliE2eTest, ErrorsPrintTheCodeAndMessage) {
@@ -133,7 +135,8 @@ TEST_F(CliE2eTest, ErrorsPrintTheCodeAndMessage) {
   std::FILE* f = std::fopen(bad.c_str(), "w");
   std::fputs("not numpy", f);
   std::fclose(f);
-  out = Run("normalize --target=" + Server()->target() + " --input=" + bad + " --output=" + TempPath("o.npy"), &code);
+  out = Run("normalize --target=" + Server()->target() + " --input=" + bad + " --output=" + TempPath("o.npy"),
+            &code);
   EXPECT_EQ(code, 1);
   EXPECT_EQ(out, "error: INVALID_ARGUMENT: " + bad + ": bad magic: not a .npy file\n");
 

@@ -78,7 +78,8 @@ TEST_F(ClientE2eTest, FutureAndCallbackFormsAgreeWithTheBlockingOne) {
   ASSERT_TRUE(blocking.ok()) << blocking.status();
   auto future = client_->NormalizeFuture(req);
   std::promise<absl::StatusOr<v1::NormalizeResponse>> promise;
-  client_->NormalizeAsync(req, [&promise](absl::StatusOr<v1::NormalizeResponse> r) { promise.set_value(std::move(r)); });
+  client_->NormalizeAsync(
+      req, [&promise](absl::StatusOr<v1::NormalizeResponse> r) { promise.set_value(std::move(r)); });
   auto from_future = future.get();
   auto from_callback = promise.get_future().get();
   ASSERT_TRUE(from_future.ok() && from_callback.ok());
@@ -100,7 +101,9 @@ TEST_F(ClientE2eTest, StreamSessionMatchesResponsesById) {
   // One bad request in the middle fails alone; the stream stays open.
   reqs[7].mutable_input()->mutable_data()->resize(100);
   for (int i = 0; i < kRequests; ++i) {
-    session->Send(reqs[i], [&promises, i](absl::StatusOr<v1::NormalizeResponse> r) { promises[i].set_value(std::move(r)); });
+    session->Send(reqs[i], [&promises, i](absl::StatusOr<v1::NormalizeResponse> r) {
+      promises[i].set_value(std::move(r));
+    });
   }
   for (int i = 0; i < kRequests; ++i) {
     auto r = promises[i].get_future().get();
@@ -181,7 +184,8 @@ TEST_F(ClientE2eTest, HealthIsServing) {
 TEST_F(ClientE2eTest, BadInputIsInvalidArgumentNamingTheField) {
   v1::NormalizeRequest req;
   req.set_kind(v1::LAYER_NORM);
-  *req.mutable_input() = client::MakeTensorFromBytes(std::string(4094, '\0'), std::vector<int64_t>{1, 4096}, v1::FLOAT16);
+  *req.mutable_input() =
+      client::MakeTensorFromBytes(std::string(4094, '\0'), std::vector<int64_t>{1, 4096}, v1::FLOAT16);
   auto r = client_->Normalize(req);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(r.status().message(), "input.data has 4094 bytes; shape [1,4096] FLOAT16 needs 8192");

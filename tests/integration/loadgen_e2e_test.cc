@@ -40,9 +40,11 @@ TEST(LoadgenE2eTest, CountsAgreeWithServerMetrics) {
   ASSERT_FALSE(Server()->metrics_address().empty());
   const double before = NormalizeRequestsTotal();
   const std::string json = ::testing::TempDir() + "/loadgen_counts.json";
-  CommandResult r = RunCommand(Loadgen() + " --target=" + Server()->target() +
-                               " --concurrency=4 --requests=300 --warmup=200ms --kind=rms_norm --dtype=bfloat16"
-                               " --shape=2x1024 --connections=2 --json=" + json);
+  CommandResult r =
+      RunCommand(Loadgen() + " --target=" + Server()->target() +
+                 " --concurrency=4 --requests=300 --warmup=200ms --kind=rms_norm --dtype=bfloat16"
+                 " --shape=2x1024 --connections=2 --json=" +
+                 json);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string report = ReadAll(json);
   const double requests = JsonNumber(report, "requests");
@@ -101,12 +103,14 @@ TEST(LoadgenE2eTest, EchoServerGivesTheTransportFloor) {
   EXPECT_NE(report.find("\"concurrency\":1,"), std::string::npos);
   EXPECT_NE(report.find("\"concurrency\":4,"), std::string::npos);
   EXPECT_EQ(JsonNumber(report, "ok"), 200) << report;
-  EXPECT_NE(r.output.find("step 3/3: closed loop, concurrency 4, payload 8192 bytes"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("step 3/3: closed loop, concurrency 4, payload 8192 bytes"), std::string::npos)
+      << r.output;
 }
 
 TEST(LoadgenE2eTest, UnreachableTargetCountsErrorsByCode) {
   const std::string json = ::testing::TempDir() + "/loadgen_down.json";
-  CommandResult r = RunCommand(Loadgen() + " --target=127.0.0.1:1 --concurrency=2 --requests=20 --json=" + json);
+  CommandResult r =
+      RunCommand(Loadgen() + " --target=127.0.0.1:1 --concurrency=2 --requests=20 --json=" + json);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string report = ReadAll(json);
   EXPECT_NE(report.find("\"errors\":{\"UNAVAILABLE\":20}"), std::string::npos) << report;

@@ -44,8 +44,9 @@ inline std::string ReferenceOutput(const v1::NormalizeRequest& req) {
   p.num_groups = req.num_groups() > 0 ? req.num_groups() : 1;
   p.use_batch_stats = req.use_batch_stats();
   p.unit_offset = req.unit_offset();
-  p.output_dtype = req.output_dtype() == v1::DTYPE_UNSPECIFIED ? p.input.dtype
-                                                               : client::ToKernelDType(req.output_dtype()).value();
+  p.output_dtype = req.output_dtype() == v1::DTYPE_UNSPECIFIED
+                       ? p.input.dtype
+                       : client::ToKernelDType(req.output_dtype()).value();
   const kernels::KernelStatus valid = kernels::ValidateProblem(p);
   EXPECT_TRUE(valid.ok()) << valid.message();
   if (!valid.ok()) return "";
@@ -72,7 +73,8 @@ inline int64_t Ulp16(uint16_t a, uint16_t b) {
 }
 
 // Every element of `got` within the SEMANTICS bound of `want`, both of `dtype`.
-inline ::testing::AssertionResult WithinBounds(const std::string& got, const std::string& want, v1::DType dtype) {
+inline ::testing::AssertionResult WithinBounds(const std::string& got, const std::string& want,
+                                               v1::DType dtype) {
   if (got.size() != want.size()) {
     return ::testing::AssertionFailure() << "sizes differ: " << got.size() << " vs " << want.size();
   }
@@ -94,7 +96,8 @@ inline ::testing::AssertionResult WithinBounds(const std::string& got, const std
       std::memcpy(&wb, want.data() + 2 * i, 2);
       ok = Ulp16(gb, wb) <= 1;
     }
-    if (!ok && bad++ == 0) first = "element " + std::to_string(i) + ": got " + std::to_string(g) + ", want " + std::to_string(w);
+    if (!ok && bad++ == 0)
+      first = "element " + std::to_string(i) + ": got " + std::to_string(g) + ", want " + std::to_string(w);
   }
   if (bad) return ::testing::AssertionFailure() << bad << " of " << n << " out of bounds; first " << first;
   return ::testing::AssertionSuccess();

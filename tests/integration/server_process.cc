@@ -22,7 +22,8 @@ namespace normserve::testing {
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::string& binary,
                                                                     const std::vector<std::string>& args,
                                                                     absl::Duration timeout) {
-  if (access(binary.c_str(), X_OK) != 0) return absl::NotFoundError(absl::StrCat("no executable at ", binary));
+  if (access(binary.c_str(), X_OK) != 0)
+    return absl::NotFoundError(absl::StrCat("no executable at ", binary));
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) return absl::InternalError("pipe failed");
   std::vector<std::string> argv_storage = {binary};

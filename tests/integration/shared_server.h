@@ -22,9 +22,9 @@ inline std::string EnvOrEmpty(const char* name) {
 class SharedServerEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
-    auto s = ServerProcess::Start(EnvOrEmpty("NORMSERVE_BIN"),
-                                  {"--host=127.0.0.1", "--port=0", "--metrics_port=0", "--backend=cpu",
-                                   "--shutdown_grace_s=1"});
+    auto s = ServerProcess::Start(
+        EnvOrEmpty("NORMSERVE_BIN"),
+        {"--host=127.0.0.1", "--port=0", "--metrics_port=0", "--backend=cpu", "--shutdown_grace_s=1"});
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
   }

@@ -69,12 +69,12 @@ TEST(HalfConversion, TiesGoToEvenAndNeighboursToNearest) {
 TEST(HalfConversion, SubnormalsRoundOnTheTwoToMinus24Grid) {
   const float tiny = std::ldexp(1.0f, -24);
   EXPECT_EQ(FloatToHalfBits(tiny), 0x0001);
-  EXPECT_EQ(FloatToHalfBits(tiny / 2), 0x0000);           // tie with 0: even
-  EXPECT_EQ(FloatToHalfBits(-tiny / 2), 0x8000);          // keeps the sign
-  EXPECT_EQ(FloatToHalfBits(tiny * 1.5f), 0x0002);        // tie between 1 and 2: even
-  EXPECT_EQ(FloatToHalfBits(tiny * 2.5f), 0x0002);        // tie between 2 and 3: even
+  EXPECT_EQ(FloatToHalfBits(tiny / 2), 0x0000);     // tie with 0: even
+  EXPECT_EQ(FloatToHalfBits(-tiny / 2), 0x8000);    // keeps the sign
+  EXPECT_EQ(FloatToHalfBits(tiny * 1.5f), 0x0002);  // tie between 1 and 2: even
+  EXPECT_EQ(FloatToHalfBits(tiny * 2.5f), 0x0002);  // tie between 2 and 3: even
   EXPECT_EQ(FloatToHalfBits(std::ldexp(1.0f, -30)), 0x0000);
-  EXPECT_EQ(FloatToHalfBits(std::ldexp(1.0f, -14)), 0x0400);  // smallest normal
+  EXPECT_EQ(FloatToHalfBits(std::ldexp(1.0f, -14)), 0x0400);     // smallest normal
   EXPECT_EQ(FloatToHalfBits(std::ldexp(1023.5f, -24)), 0x0400);  // tie up into the normals
   EXPECT_EQ(FloatToHalfBits(std::numeric_limits<float>::denorm_min()), 0x0000);
 }
@@ -139,7 +139,8 @@ TEST(RoundFromDouble, AvoidsDoubleRoundingAtHalfTies) {
     const double mid = (HalfValue(lo) + HalfValue(lo + 1)) / 2;
     const double above = mid + std::ldexp(mid, -40);
     const double below = mid - std::ldexp(mid, -40);
-    EXPECT_EQ(FloatToHalfBits(internal::RoundDoubleToDType(above, DType::kFloat16)), lo + 1) << std::hex << lo;
+    EXPECT_EQ(FloatToHalfBits(internal::RoundDoubleToDType(above, DType::kFloat16)), lo + 1)
+        << std::hex << lo;
     EXPECT_EQ(FloatToHalfBits(internal::RoundDoubleToDType(below, DType::kFloat16)), lo) << std::hex << lo;
     EXPECT_EQ(FloatToHalfBits(internal::RoundDoubleToDType(mid, DType::kFloat16)), (lo & 1) ? lo + 1 : lo);
     uint16_t stored = 0;
@@ -170,8 +171,9 @@ TEST(RoundFromDouble, EdgesOfTheRange) {
   EXPECT_EQ(FloatToHalfBits(internal::RoundDoubleToDType(1e-300, DType::kFloat16)), 0x0000);
   EXPECT_EQ(FloatToHalfBits(internal::RoundDoubleToDType(-1e-300, DType::kFloat16)), 0x8000);
   // Just above half of the smallest subnormal: rounds up, not to the tie's even 0.
-  EXPECT_EQ(FloatToHalfBits(internal::RoundDoubleToDType(std::ldexp(1.0, -25) * (1 + 1e-12), DType::kFloat16)),
-            0x0001);
+  EXPECT_EQ(
+      FloatToHalfBits(internal::RoundDoubleToDType(std::ldexp(1.0, -25) * (1 + 1e-12), DType::kFloat16)),
+      0x0001);
   EXPECT_TRUE(std::isnan(internal::RoundDoubleToDType(std::nan(""), DType::kFloat16)));
   EXPECT_EQ(internal::RoundDoubleToDType(-HUGE_VAL, DType::kBFloat16), -HUGE_VALF);
   EXPECT_EQ(internal::RoundDoubleToDType(0.1, DType::kFloat32), 0.1f);

@@ -17,8 +17,8 @@ namespace {
 using testing::CaseSpec;
 using testing::ProblemCase;
 
-constexpr NormKind kKinds[] = {NormKind::kLayerNorm, NormKind::kRmsNorm, NormKind::kBatchNorm, NormKind::kGroupNorm,
-                               NormKind::kInstanceNorm};
+constexpr NormKind kKinds[] = {NormKind::kLayerNorm, NormKind::kRmsNorm, NormKind::kBatchNorm,
+                               NormKind::kGroupNorm, NormKind::kInstanceNorm};
 constexpr DType kDTypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
 constexpr size_t kShownFailures = 20;
 
@@ -149,7 +149,8 @@ TEST_P(CpuIsaTest, HalfConversionsRoundLikeTheScalarFunctions) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllIsas, CpuIsaTest, ::testing::Values(CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512),
+INSTANTIATE_TEST_SUITE_P(AllIsas, CpuIsaTest,
+                         ::testing::Values(CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512),
                          [](const ::testing::TestParamInfo<CpuIsa>& info) {
                            return std::string(CpuIsaName(info.param));
                          });

@@ -15,8 +15,8 @@ namespace {
 using testing::CaseSpec;
 using testing::ProblemCase;
 
-constexpr NormKind kKinds[] = {NormKind::kLayerNorm, NormKind::kRmsNorm, NormKind::kBatchNorm, NormKind::kGroupNorm,
-                               NormKind::kInstanceNorm};
+constexpr NormKind kKinds[] = {NormKind::kLayerNorm, NormKind::kRmsNorm, NormKind::kBatchNorm,
+                               NormKind::kGroupNorm, NormKind::kInstanceNorm};
 constexpr DType kDTypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
 
 // Failures shown per test before the rest are only counted.

@@ -83,8 +83,8 @@ std::vector<std::string> CompareBackends(Backend& cuda, Backend& cpu, const Prob
       std::memcpy(&y, b.output.data() + 4 * i, 4);
       const bool both_nan = std::isnan(x) && std::isnan(y);
       if (!both_nan && !(std::fabs(x - y) <= 1e-5f * std::fmax(1.0f, std::fabs(y))) && x != y) {
-        failures.push_back(c.name + ": element " + std::to_string(i) + " cuda " + std::to_string(x) + " cpu " +
-                           std::to_string(y));
+        failures.push_back(c.name + ": element " + std::to_string(i) + " cuda " + std::to_string(x) +
+                           " cpu " + std::to_string(y));
       }
     } else {
       uint16_t x, y;
@@ -93,7 +93,8 @@ std::vector<std::string> CompareBackends(Backend& cuda, Backend& cpu, const Prob
       const float fx = LoadAsFloat(&x, c.output_dtype, 0);
       const float fy = LoadAsFloat(&y, c.output_dtype, 0);
       if (std::isnan(fx) || std::isnan(fy)) {
-        if (std::isnan(fx) != std::isnan(fy)) failures.push_back(c.name + ": NaN mismatch at " + std::to_string(i));
+        if (std::isnan(fx) != std::isnan(fy))
+          failures.push_back(c.name + ": NaN mismatch at " + std::to_string(i));
       } else if (testing::HalfUlpDistance(x, y) > 1) {
         failures.push_back(c.name + ": element " + std::to_string(i) + " differs by " +
                            std::to_string(testing::HalfUlpDistance(x, y)) + " ulp");
@@ -180,7 +181,8 @@ int Main() {
     pm.out.residual_out = ro.data() + es;
     const KernelStatus sm = backend->Run(&pm, 1);
     f.Expect(sa.ok() && sm.ok(), "misaligned_run", sa.message() + sm.message());
-    f.Expect(std::memcmp(y.data() + es, aligned.output.data(), aligned.output.size()) == 0, "misaligned_output",
+    f.Expect(std::memcmp(y.data() + es, aligned.output.data(), aligned.output.size()) == 0,
+             "misaligned_output",
              std::string(DTypeName(dtype)) + ": output bits differ from the aligned run");
     f.Expect(std::memcmp(ro.data() + es, aligned.residual_out.data(), aligned.residual_out.size()) == 0,
              "misaligned_residual_out", std::string(DTypeName(dtype)) + ": residual_out differs");

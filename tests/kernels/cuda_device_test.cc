@@ -24,9 +24,10 @@ void CheckConversions(cuda_test::Failures& f) {
   std::vector<float> in;
   for (uint64_t bits = 0; bits < (uint64_t{1} << 32); bits += 4093) in.push_back(BitsToFloat(uint32_t(bits)));
   // Ties, overflow edges, subnormals and NaN payloads.
-  for (uint32_t b : {0x477fe000u, 0x477ff000u, 0x477fefffu, 0x33000000u, 0x33000001u, 0x387fc000u, 0x38800000u,
-                     0x3f801000u, 0x3f803000u, 0x3f808000u, 0x3f818000u, 0x7f800000u, 0xff800000u, 0x7fc00000u,
-                     0xffc00001u, 0x7f800001u, 0x7fbfffffu, 0x80000000u, 0x00000001u, 0x7f7fffffu}) {
+  for (uint32_t b :
+       {0x477fe000u, 0x477ff000u, 0x477fefffu, 0x33000000u, 0x33000001u, 0x387fc000u, 0x38800000u,
+        0x3f801000u, 0x3f803000u, 0x3f808000u, 0x3f818000u, 0x7f800000u, 0xff800000u, 0x7fc00000u,
+        0xffc00001u, 0x7f800001u, 0x7fbfffffu, 0x80000000u, 0x00000001u, 0x7f7fffffu}) {
     in.push_back(BitsToFloat(b));
   }
   const size_t n = in.size();
@@ -45,8 +46,9 @@ void CheckConversions(cuda_test::Failures& f) {
   std::vector<std::string> bad;
   for (size_t i = 0; i < n; ++i) {
     if (half[i] != FloatToHalfBits(in[i]) || bf16[i] != FloatToBFloat16Bits(in[i])) {
-      bad.push_back("float bits " + std::to_string(FloatBits(in[i])) + ": device half " + std::to_string(half[i]) +
-                    " bf16 " + std::to_string(bf16[i]) + ", types.h " + std::to_string(FloatToHalfBits(in[i])) + " " +
+      bad.push_back("float bits " + std::to_string(FloatBits(in[i])) + ": device half " +
+                    std::to_string(half[i]) + " bf16 " + std::to_string(bf16[i]) + ", types.h " +
+                    std::to_string(FloatToHalfBits(in[i])) + " " +
                     std::to_string(FloatToBFloat16Bits(in[i])));
     }
   }
@@ -57,8 +59,9 @@ void CheckConversions(cuda_test::Failures& f) {
 }
 
 // Runs one LAYER_NORM launch with every tensor at byte offset `shift` of its buffer.
-std::vector<uint8_t> RunRows(DType dtype, int64_t rows, int64_t cols, size_t shift, const std::vector<uint8_t>& x,
-                             const std::vector<float>& gamma, cuda_test::Failures& f) {
+std::vector<uint8_t> RunRows(DType dtype, int64_t rows, int64_t cols, size_t shift,
+                             const std::vector<uint8_t>& x, const std::vector<float>& gamma,
+                             cuda_test::Failures& f) {
   const size_t bytes = x.size();
   char *d_x = nullptr, *d_r = nullptr, *d_y = nullptr, *d_ro = nullptr, *d_g = nullptr;
   cuda::RowSegment* d_table = nullptr;
@@ -72,7 +75,8 @@ std::vector<uint8_t> RunRows(DType dtype, int64_t rows, int64_t cols, size_t shi
   // The residual is x reversed, so h = x + r differs from x.
   std::vector<uint8_t> r(x.rbegin(), x.rend());
   CHECK_CUDA(f, cudaMemcpy(d_r + shift, r.data(), bytes, cudaMemcpyHostToDevice));
-  CHECK_CUDA(f, cudaMemcpy(d_g + (shift / DTypeSize(dtype)) * 4, gamma.data(), gamma.size() * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(f, cudaMemcpy(d_g + (shift / DTypeSize(dtype)) * 4, gamma.data(), gamma.size() * 4,
+                           cudaMemcpyHostToDevice));
   cuda::RowSegment seg;
   seg.x = d_x + shift;
   seg.residual = d_r + shift;

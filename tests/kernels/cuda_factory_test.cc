@@ -13,7 +13,9 @@
 namespace normserve::kernels {
 namespace {
 
-bool StartsWith(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+bool StartsWith(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
 
 int Main() {
   cuda_test::Failures f;
@@ -23,16 +25,19 @@ int Main() {
   if (!CudaCompiledIn()) {
     const KernelStatus s = CreateCudaBackend({}, &backend);
     f.Expect(devices == 0, "no_cuda_count", "CudaDeviceCount() != 0 without CUDA");
-    f.Expect(s.code() == StatusCode::kFailedPrecondition, "no_cuda_code", "code " + std::to_string(int(s.code())));
+    f.Expect(s.code() == StatusCode::kFailedPrecondition, "no_cuda_code",
+             "code " + std::to_string(int(s.code())));
     f.Expect(s.message() == "normserve was built without CUDA", "no_cuda_message", s.message());
     f.Expect(backend == nullptr, "no_cuda_backend", "backend set");
     return f.Finish("cuda_factory_test");
   }
   if (devices == 0) {
     const KernelStatus s = CreateCudaBackend({}, &backend);
-    f.Expect(s.code() == StatusCode::kFailedPrecondition, "no_device_code", "code " + std::to_string(int(s.code())));
-    f.Expect(StartsWith(s.message(), "no CUDA device found (cudaGetDeviceCount: ") && s.message().back() == ')',
-             "no_device_message", s.message());
+    f.Expect(s.code() == StatusCode::kFailedPrecondition, "no_device_code",
+             "code " + std::to_string(int(s.code())));
+    f.Expect(
+        StartsWith(s.message(), "no CUDA device found (cudaGetDeviceCount: ") && s.message().back() == ')',
+        "no_device_message", s.message());
     f.Expect(backend == nullptr, "no_device_backend", "backend set");
     return f.Finish("cuda_factory_test");
   }
@@ -40,8 +45,8 @@ int Main() {
   bad_device.devices = {devices};
   KernelStatus s = CreateCudaBackend(bad_device, &backend);
   f.Expect(s.code() == StatusCode::kFailedPrecondition, "bad_device_code", s.message());
-  f.Expect(s.message() == "CUDA device " + std::to_string(devices) + " requested but " + std::to_string(devices) +
-                              " visible",
+  f.Expect(s.message() == "CUDA device " + std::to_string(devices) + " requested but " +
+                              std::to_string(devices) + " visible",
            "bad_device_message", s.message());
   CudaBackendOptions bad_streams;
   bad_streams.streams_per_device = 0;

@@ -15,8 +15,8 @@ namespace {
 using testing::CaseSpec;
 using testing::ProblemCase;
 
-constexpr NormKind kKinds[] = {NormKind::kLayerNorm, NormKind::kRmsNorm, NormKind::kBatchNorm, NormKind::kGroupNorm,
-                               NormKind::kInstanceNorm};
+constexpr NormKind kKinds[] = {NormKind::kLayerNorm, NormKind::kRmsNorm, NormKind::kBatchNorm,
+                               NormKind::kGroupNorm, NormKind::kInstanceNorm};
 constexpr DType kDTypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
 
 int Main() {
@@ -31,7 +31,8 @@ int Main() {
   }
   for (NormKind kind : kKinds) {
     for (DType dtype : kDTypes) {
-      for (ProblemCase& c : testing::EdgeCases(kind, dtype, 7)) f.Add("edge", testing::CompareToReference(*backend, c));
+      for (ProblemCase& c : testing::EdgeCases(kind, dtype, 7))
+        f.Add("edge", testing::CompareToReference(*backend, c));
     }
   }
   // Row lengths around every plan boundary: sub-warp, warp, block with the

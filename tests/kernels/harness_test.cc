@@ -60,7 +60,7 @@ CaseSpec Spec(NormKind kind, DType dtype) {
   s.kind = kind;
   s.dtype = dtype;
   s.shape = kind == NormKind::kLayerNorm || kind == NormKind::kRmsNorm ? std::vector<int64_t>{5, 37}
-                                                                        : std::vector<int64_t>{3, 4, 5};
+                                                                       : std::vector<int64_t>{3, 4, 5};
   if (kind == NormKind::kGroupNorm) s.num_groups = 2;
   s.return_stats = true;
   s.residual = true;
@@ -124,7 +124,8 @@ TEST(Harness, CatchesTwoUlpInOneHalfOutput) {
     ProblemCase c = MakeRandomCase(Spec(NormKind::kLayerNorm, dtype), 1);
     const std::vector<std::string> failures = CompareToReference(faulty, c);
     ASSERT_EQ(failures.size(), 1u) << Join(failures);
-    EXPECT_NE(failures[0].find("output[" + std::to_string(nudged) + "] got"), std::string::npos) << failures[0];
+    EXPECT_NE(failures[0].find("output[" + std::to_string(nudged) + "] got"), std::string::npos)
+        << failures[0];
     EXPECT_NE(failures[0].find("2 ulp apart"), std::string::npos) << failures[0];
   }
 }
@@ -178,9 +179,8 @@ TEST(Harness, CatchesAnUnwrittenOutput) {
 }
 
 TEST(Harness, CatchesANaNWhereTheReferenceIsFinite) {
-  FaultyBackend faulty([](const NormProblem& p, size_t, size_t) {
-    static_cast<float*>(p.out.output)[0] = std::nanf("");
-  });
+  FaultyBackend faulty(
+      [](const NormProblem& p, size_t, size_t) { static_cast<float*>(p.out.output)[0] = std::nanf(""); });
   ProblemCase c = MakeRandomCase(Spec(NormKind::kBatchNorm, DType::kFloat32), 5);
   const std::vector<std::string> failures = CompareToReference(faulty, c);
   ASSERT_EQ(failures.size(), 1u) << Join(failures);
@@ -188,9 +188,8 @@ TEST(Harness, CatchesANaNWhereTheReferenceIsFinite) {
 }
 
 TEST(Harness, CatchesOneFlippedBitInResidualOut) {
-  FaultyBackend faulty([](const NormProblem& p, size_t, size_t) {
-    static_cast<uint8_t*>(p.out.residual_out)[6] ^= 1;
-  });
+  FaultyBackend faulty(
+      [](const NormProblem& p, size_t, size_t) { static_cast<uint8_t*>(p.out.residual_out)[6] ^= 1; });
   ProblemCase c = MakeRandomCase(Spec(NormKind::kLayerNorm, DType::kFloat16), 6);
   const std::vector<std::string> failures = CompareToReference(faulty, c);
   ASSERT_EQ(failures.size(), 1u) << Join(failures);
@@ -218,7 +217,9 @@ TEST(Harness, ReportsABackendError) {
    public:
     std::string_view name() const override { return "failing"; }
     std::string device_description() const override { return ""; }
-    KernelStatus Run(const NormProblem*, size_t) override { return KernelStatus::Internal("cudaLaunch failed"); }
+    KernelStatus Run(const NormProblem*, size_t) override {
+      return KernelStatus::Internal("cudaLaunch failed");
+    }
   } failing;
   ProblemCase c = MakeRandomCase(Spec(NormKind::kLayerNorm, DType::kFloat32), 9);
   const std::vector<std::string> failures = CompareToReference(failing, c);

@@ -1,11 +1,12 @@
 // The float64 reference against values worked out by hand
 // (docs/SEMANTICS.md, the worked examples and the "Decisions" section).
+#include "normserve/kernels/reference.h"
+
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "normserve/kernels/reference.h"
 #include "normserve/kernels/testing/parity.h"
 
 namespace normserve::kernels {
@@ -38,7 +39,8 @@ std::vector<float> RunReference(ProblemCase& c) {
   EXPECT_TRUE(status.ok()) << status.message();
   ReferenceNormalize(p);
   std::vector<float> out;
-  for (int64_t i = 0; i < c.input.NumElements(); ++i) out.push_back(LoadAsFloat(c.output.data(), c.output_dtype, i));
+  for (int64_t i = 0; i < c.input.NumElements(); ++i)
+    out.push_back(LoadAsFloat(c.output.data(), c.output_dtype, i));
   return out;
 }
 

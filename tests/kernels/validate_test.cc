@@ -89,9 +89,7 @@ TEST(Validate, NegativeDim) {
   ExpectInvalid(LayerNorm({2, -3}), "input.shape[1] is -3; every dim must be >= 1");
 }
 
-TEST(Validate, ZeroDim) {
-  ExpectInvalid(LayerNorm({0, 3}), "input.shape[0] is 0; every dim must be >= 1");
-}
+TEST(Validate, ZeroDim) { ExpectInvalid(LayerNorm({0, 3}), "input.shape[0] is 0; every dim must be >= 1"); }
 
 TEST(Validate, RankZeroLayerNorm) {
   ExpectInvalid(LayerNorm({}), "input.shape has rank 0; LAYER_NORM needs rank >= 1");
@@ -162,7 +160,8 @@ TEST(Validate, ParamRankAboveInputRank) {
 
 TEST(Validate, AdaptiveParamShapesAreAccepted) {
   NormProblem p = LayerNorm({2, 4, 5});
-  for (std::vector<int64_t> shape : {std::vector<int64_t>{5}, {1, 5}, {4, 5}, {2, 1, 5}, {2, 4, 5}, {1, 1, 5}}) {
+  for (std::vector<int64_t> shape :
+       {std::vector<int64_t>{5}, {1, 5}, {4, 5}, {2, 1, 5}, {2, 4, 5}, {1, 1, 5}}) {
     p.gamma = View(DType::kFloat32, shape);
     ExpectOk(p);
   }
@@ -310,7 +309,8 @@ TEST(Validate, UnknownEnumValues) {
   ExpectInvalid(p, "output_dtype has unknown value -1; expected FLOAT32, FLOAT16 or BFLOAT16");
   p = LayerNorm({2, 3});
   p.kind = static_cast<NormKind>(9);
-  ExpectInvalid(p, "kind has unknown value 9; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM");
+  ExpectInvalid(
+      p, "kind has unknown value 9; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM");
 }
 
 TEST(Validate, OutputDTypeMayDifferFromInput) {

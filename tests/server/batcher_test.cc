@@ -1,6 +1,8 @@
 // The dynamic batcher, through NormCore with a fake backend that counts and
 // blocks: batch invariance, compatibility, limits, deadlines, cancellation,
 // timing and shutdown.
+#include "server/core/batcher.h"
+
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -9,7 +11,6 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "server/core/batcher.h"
 #include "server/core/metrics.h"
 #include "server/core/norm_core.h"
 #include "tests/server/server_test_util.h"
@@ -186,14 +187,16 @@ TEST(BatcherTest, FullQueueIsUnavailableAtOnce) {
   SubmitAsync(*c.core, r, &rejected);
   ASSERT_FALSE(rejected.ticket.ok());
   EXPECT_EQ(rejected.ticket.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(rejected.ticket.status().message(),
-            "queue of backend cpu is full (2 requests, 192 bytes queued; limits 2 requests, 1073741824 bytes); "
-            "retry later");
+  EXPECT_EQ(
+      rejected.ticket.status().message(),
+      "queue of backend cpu is full (2 requests, 192 bytes queued; limits 2 requests, 1073741824 bytes); "
+      "retry later");
   EXPECT_EQ(c.core->batcher("cpu")->stats().rejected_queue_full, 1);
   c.fake->Release();
   EXPECT_TRUE(q1.future.get().ok());
   EXPECT_TRUE(q2.future.get().ok());
-  EXPECT_NE(metrics->Serialize().find("normserve_rejections_total{reason=\"queue_full\"} 1"), std::string::npos);
+  EXPECT_NE(metrics->Serialize().find("normserve_rejections_total{reason=\"queue_full\"} 1"),
+            std::string::npos);
 }
 
 TEST(BatcherTest, QueueBytesLimit) {

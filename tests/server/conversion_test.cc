@@ -43,7 +43,8 @@ class ConversionTest : public ::testing::Test {
 };
 
 // Float64 LayerNorm of one row, for checking values end to end.
-std::vector<double> LayerNormRow(const float* x, const float* gamma, const float* beta, int64_t n, double eps) {
+std::vector<double> LayerNormRow(const float* x, const float* gamma, const float* beta, int64_t n,
+                                 double eps) {
   double mean = 0;
   for (int64_t i = 0; i < n; ++i) mean += x[i];
   mean /= static_cast<double>(n);
@@ -160,8 +161,9 @@ TEST_F(ConversionTest, KindUnset) {
 TEST_F(ConversionTest, KindUnknown) {
   v1::NormalizeRequest request = LayerNormRequest(1, 4, 1);
   request.set_kind(static_cast<v1::NormKind>(42));
-  ExpectError(request, absl::StatusCode::kInvalidArgument,
-              "kind has unknown value 42; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM");
+  ExpectError(
+      request, absl::StatusCode::kInvalidArgument,
+      "kind has unknown value 42; expected LAYER_NORM, RMS_NORM, BATCH_NORM, GROUP_NORM or INSTANCE_NORM");
 }
 
 TEST_F(ConversionTest, BackendUnknown) {
@@ -180,7 +182,8 @@ TEST_F(ConversionTest, InputMissing) {
 TEST_F(ConversionTest, InputDTypeUnset) {
   v1::NormalizeRequest request = LayerNormRequest(1, 4, 1);
   request.mutable_input()->clear_dtype();
-  ExpectError(request, absl::StatusCode::kInvalidArgument, "input.dtype is unset; expected FLOAT32, FLOAT16 or BFLOAT16");
+  ExpectError(request, absl::StatusCode::kInvalidArgument,
+              "input.dtype is unset; expected FLOAT32, FLOAT16 or BFLOAT16");
 }
 
 TEST_F(ConversionTest, InputDTypeUnknown) {
@@ -193,7 +196,8 @@ TEST_F(ConversionTest, InputDTypeUnknown) {
 TEST_F(ConversionTest, GammaDTypeUnset) {
   v1::NormalizeRequest request = LayerNormRequest(1, 4, 1);
   request.mutable_gamma()->clear_dtype();
-  ExpectError(request, absl::StatusCode::kInvalidArgument, "gamma.dtype is unset; expected FLOAT32, FLOAT16 or BFLOAT16");
+  ExpectError(request, absl::StatusCode::kInvalidArgument,
+              "gamma.dtype is unset; expected FLOAT32, FLOAT16 or BFLOAT16");
 }
 
 TEST_F(ConversionTest, ResidualDTypeUnset) {
@@ -220,7 +224,8 @@ TEST_F(ConversionTest, NumGroupsZero) {
   v1::NormalizeRequest request;
   request.set_kind(v1::GROUP_NORM);
   *request.mutable_input() = Float32Tensor({1, 4}, {1, 2, 3, 4});
-  ExpectError(request, absl::StatusCode::kInvalidArgument, "num_groups is 0; GROUP_NORM needs num_groups >= 1");
+  ExpectError(request, absl::StatusCode::kInvalidArgument,
+              "num_groups is 0; GROUP_NORM needs num_groups >= 1");
 }
 
 TEST_F(ConversionTest, InputDataTooShort) {
@@ -230,7 +235,8 @@ TEST_F(ConversionTest, InputDataTooShort) {
   request.mutable_input()->add_shape(1);
   request.mutable_input()->add_shape(4096);
   request.mutable_input()->set_data(std::string(4094, '\0'));
-  ExpectError(request, absl::StatusCode::kInvalidArgument, "input.data has 4094 bytes; shape [1,4096] FLOAT16 needs 8192");
+  ExpectError(request, absl::StatusCode::kInvalidArgument,
+              "input.data has 4094 bytes; shape [1,4096] FLOAT16 needs 8192");
 }
 
 TEST_F(ConversionTest, NegativeDim) {
@@ -246,7 +252,8 @@ TEST_F(ConversionTest, RankZeroInput) {
   request.set_kind(v1::LAYER_NORM);
   request.mutable_input()->set_dtype(v1::FLOAT32);
   request.mutable_input()->set_data(std::string(4, '\0'));
-  ExpectError(request, absl::StatusCode::kInvalidArgument, "input.shape has rank 0; LAYER_NORM needs rank >= 1");
+  ExpectError(request, absl::StatusCode::kInvalidArgument,
+              "input.shape has rank 0; LAYER_NORM needs rank >= 1");
 }
 
 TEST_F(ConversionTest, GroupsDoNotDivideChannels) {
@@ -254,7 +261,8 @@ TEST_F(ConversionTest, GroupsDoNotDivideChannels) {
   request.set_kind(v1::GROUP_NORM);
   request.set_num_groups(3);
   *request.mutable_input() = Float32Tensor({1, 16}, testing::RandomValues(16, 2));
-  ExpectError(request, absl::StatusCode::kInvalidArgument, "num_groups 3 does not divide C = 16 (input.shape[1])");
+  ExpectError(request, absl::StatusCode::kInvalidArgument,
+              "num_groups 3 does not divide C = 16 (input.shape[1])");
 }
 
 TEST_F(ConversionTest, GammaDoesNotBroadcast) {
@@ -278,7 +286,8 @@ TEST_F(ConversionTest, ResidualDTypeMismatch) {
   request.mutable_residual()->add_shape(1);
   request.mutable_residual()->add_shape(4);
   request.mutable_residual()->set_data(std::string(8, '\0'));
-  ExpectError(request, absl::StatusCode::kInvalidArgument, "residual.dtype BFLOAT16 differs from input.dtype FLOAT32");
+  ExpectError(request, absl::StatusCode::kInvalidArgument,
+              "residual.dtype BFLOAT16 differs from input.dtype FLOAT32");
 }
 
 TEST_F(ConversionTest, TooManyElements) {
@@ -308,7 +317,8 @@ TEST_F(ConversionTest, CudaWithoutGpuIsFailedPrecondition) {
   v1::NormalizeRequest request = LayerNormRequest(1, 4, 1);
   request.set_backend(v1::BACKEND_CUDA);
   ExpectError(request, absl::StatusCode::kFailedPrecondition,
-              "backend BACKEND_CUDA is not available: this server has no CUDA device; use BACKEND_CPU or BACKEND_AUTO");
+              "backend BACKEND_CUDA is not available: this server has no CUDA device; use BACKEND_CPU or "
+              "BACKEND_AUTO");
 }
 
 TEST_F(ConversionTest, UnhealthyBackendIsUnavailable) {

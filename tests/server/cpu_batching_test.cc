@@ -41,7 +41,8 @@ v1::NormalizeRequest ToDType(v1::NormalizeRequest r, v1::DType dtype) {
     const std::vector<float> v = testing::Floats(*t);
     std::string bytes(v.size() * 2, '\0');
     for (size_t i = 0; i < v.size(); ++i) {
-      const uint16_t h = dtype == v1::FLOAT16 ? kernels::FloatToHalfBits(v[i]) : kernels::FloatToBFloat16Bits(v[i]);
+      const uint16_t h =
+          dtype == v1::FLOAT16 ? kernels::FloatToHalfBits(v[i]) : kernels::FloatToBFloat16Bits(v[i]);
       std::memcpy(&bytes[i * 2], &h, 2);
     }
     t->set_dtype(dtype);
@@ -96,7 +97,9 @@ TEST_P(CpuBatchingTest, SameBitsAloneAndBatchedAndWithinBounds) {
       std::memcpy(&w, &want[i * 2], 2);
       // Same sign here (|values| well away from 0 is not guaranteed, so
       // compare as ordered integers over the sign-magnitude encoding).
-      auto ordered = [](uint16_t b) { return (b & 0x8000) ? -static_cast<int>(b & 0x7fff) : static_cast<int>(b); };
+      auto ordered = [](uint16_t b) {
+        return (b & 0x8000) ? -static_cast<int>(b & 0x7fff) : static_cast<int>(b);
+      };
       ASSERT_LE(std::abs(ordered(g) - ordered(w)), 1) << i;
     }
   }

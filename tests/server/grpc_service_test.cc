@@ -2,16 +2,15 @@
 // backend, driven by the generated stub. Unary, stream, server info,
 // health, deadlines and bearer-token auth.
 #include <grpcpp/grpcpp.h>
-
 #include <stdlib.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,7 +49,8 @@ class GrpcServiceTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<NormServer>> server = NormServer::Start(options, core_.get());
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials());
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                   grpc::InsecureChannelCredentials());
     stub_ = v1::NormService::NewStub(channel_);
   }
 
@@ -237,7 +237,8 @@ TEST_F(GrpcServiceTest, HealthFollowsBackendAndShutdown) {
   EXPECT_EQ(wait_for(grpc::health::v1::HealthCheckResponse::NOT_SERVING),
             grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   fake_->set_healthy(true);
-  EXPECT_EQ(wait_for(grpc::health::v1::HealthCheckResponse::SERVING), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ(wait_for(grpc::health::v1::HealthCheckResponse::SERVING),
+            grpc::health::v1::HealthCheckResponse::SERVING);
 }
 
 TEST_F(GrpcServiceTest, BearerTokenRequiredExceptForHealth) {
@@ -247,7 +248,8 @@ TEST_F(GrpcServiceTest, BearerTokenRequiredExceptForHealth) {
     grpc::ClientContext context;
     const grpc::Status status = stub_->Normalize(&context, LayerNormRequest(1, 8, 1), &response);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-    EXPECT_EQ(status.error_message(), "missing authorization metadata; expected 'authorization: Bearer <token>'");
+    EXPECT_EQ(status.error_message(),
+              "missing authorization metadata; expected 'authorization: Bearer <token>'");
   }
   {
     grpc::ClientContext context;
@@ -275,7 +277,8 @@ TEST_F(GrpcServiceTest, BearerTokenRequiredExceptForHealth) {
     grpc::health::v1::HealthCheckResponse hc;
     EXPECT_TRUE(health->Check(&context, grpc::health::v1::HealthCheckRequest(), &hc).ok());
   }
-  EXPECT_NE(metrics_->Serialize().find("normserve_rejections_total{reason=\"unauthenticated\"} 3"), std::string::npos)
+  EXPECT_NE(metrics_->Serialize().find("normserve_rejections_total{reason=\"unauthenticated\"} 3"),
+            std::string::npos)
       << metrics_->Serialize();
 }
 
@@ -321,10 +324,12 @@ class TlsTest : public ::testing::Test {
     const std::string script =
         "cd " + dir_ +
         " && printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext"
-        " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem"
+        " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out "
+        "ca.pem"
         "    -days 1 -subj /CN=normserve-test-ca"
         " && for who in server client; do"
-        "    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $who.key -out $who.csr"
+        "    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $who.key -out "
+        "$who.csr"
         "      -subj /CN=$who"
         "    && openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 1"
         "      -extfile san.ext || exit 1;"
@@ -403,15 +408,17 @@ TEST(ServerStartTest, ReflectionListsTheService) {
   absl::StatusOr<std::unique_ptr<NormServer>> server = NormServer::Start(options, &core);
   ASSERT_TRUE(server.ok()) << server.status();
   namespace refl = normserve::testing::reflection;
-  auto channel =
-      grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                                     grpc::InsecureChannelCredentials());
   grpc::ClientContext context;
   // What a generated stub does, with the real method path.
   const grpc::internal::RpcMethod method("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
                                          grpc::internal::RpcMethod::BIDI_STREAMING, channel);
-  std::unique_ptr<grpc::ClientReaderWriter<refl::ServerReflectionRequest, refl::ServerReflectionResponse>> stream(
-      grpc::internal::ClientReaderWriterFactory<refl::ServerReflectionRequest, refl::ServerReflectionResponse>::Create(
-          channel.get(), method, &context));
+  std::unique_ptr<grpc::ClientReaderWriter<refl::ServerReflectionRequest, refl::ServerReflectionResponse>>
+      stream(grpc::internal::ClientReaderWriterFactory<refl::ServerReflectionRequest,
+                                                       refl::ServerReflectionResponse>::Create(channel.get(),
+                                                                                               method,
+                                                                                               &context));
   refl::ServerReflectionRequest request;
   request.set_list_services("");
   ASSERT_TRUE(stream->Write(request));

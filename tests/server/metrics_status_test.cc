@@ -18,7 +18,9 @@
 namespace normserve::server {
 namespace {
 
-bool Contains(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
+bool Contains(const std::string& text, const std::string& needle) {
+  return text.find(needle) != std::string::npos;
+}
 
 TEST(MetricsTest, ExpositionHasEveryNameAfterTraffic) {
   auto metrics = Metrics::CreateForTesting();
@@ -33,16 +35,18 @@ TEST(MetricsTest, ExpositionHasEveryNameAfterTraffic) {
   metrics->AddInflight(kMethodNormalize, -1);
   const std::string text = metrics->Serialize();
   for (const char* name :
-       {"normserve_requests_total", "normserve_request_duration_seconds_bucket", "normserve_queue_wait_seconds_bucket",
-        "normserve_compute_seconds_bucket", "normserve_batch_requests_bucket", "normserve_batch_rows_bucket",
-        "normserve_queue_depth", "normserve_queue_bytes", "normserve_inflight_requests",
-        "normserve_received_bytes_total", "normserve_sent_bytes_total", "normserve_rejections_total",
-        "normserve_backend_info", "normserve_backend_healthy", "normserve_build_info"}) {
+       {"normserve_requests_total", "normserve_request_duration_seconds_bucket",
+        "normserve_queue_wait_seconds_bucket", "normserve_compute_seconds_bucket",
+        "normserve_batch_requests_bucket", "normserve_batch_rows_bucket", "normserve_queue_depth",
+        "normserve_queue_bytes", "normserve_inflight_requests", "normserve_received_bytes_total",
+        "normserve_sent_bytes_total", "normserve_rejections_total", "normserve_backend_info",
+        "normserve_backend_healthy", "normserve_build_info"}) {
     EXPECT_TRUE(Contains(text, name)) << name << " missing from\n" << text;
   }
-  EXPECT_TRUE(Contains(text,
-                       "normserve_requests_total{backend=\"cpu\",code=\"OK\",dtype=\"float32\",kind=\"layer_norm\","
-                       "method=\"Normalize\"} 1"))
+  EXPECT_TRUE(
+      Contains(text,
+               "normserve_requests_total{backend=\"cpu\",code=\"OK\",dtype=\"float32\",kind=\"layer_norm\","
+               "method=\"Normalize\"} 1"))
       << text;
   EXPECT_TRUE(Contains(text,
                        "normserve_requests_total{backend=\"cpu\",code=\"INVALID_ARGUMENT\",dtype=\"float32\","
@@ -113,7 +117,8 @@ TEST(StatusUtilTest, KernelStatusKeepsCodeAndMessage) {
   EXPECT_EQ(FromKernelStatus(kernels::KernelStatus::Unavailable("x")).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(FromKernelStatus(kernels::KernelStatus::ResourceExhausted("x")).code(),
             absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(FromKernelStatus(kernels::KernelStatus::InvalidArgument("x")).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FromKernelStatus(kernels::KernelStatus::InvalidArgument("x")).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(StatusUtilTest, CodeNames) {

@@ -45,7 +45,8 @@ inline v1::NormalizeRequest LayerNormRequest(int64_t rows, int64_t cols, uint32_
   v1::NormalizeRequest r;
   r.set_request_id(seed);
   r.set_kind(v1::LAYER_NORM);
-  *r.mutable_input() = Float32Tensor({rows, cols}, RandomValues(static_cast<size_t>(rows * cols), seed, 3.0f));
+  *r.mutable_input() =
+      Float32Tensor({rows, cols}, RandomValues(static_cast<size_t>(rows * cols), seed, 3.0f));
   *r.mutable_gamma() = Float32Tensor({cols}, RandomValues(static_cast<size_t>(cols), seed + 1000));
   *r.mutable_beta() = Float32Tensor({cols}, RandomValues(static_cast<size_t>(cols), seed + 2000));
   return r;

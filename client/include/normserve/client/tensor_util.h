@@ -12,8 +12,8 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "normserve/kernels/types.h"
 #include "normserve/v1/normserve.pb.h"

@@ -28,8 +28,12 @@ class KernelStatus {
 
   static KernelStatus Ok() { return KernelStatus(); }
   static KernelStatus InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
-  static KernelStatus FailedPrecondition(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
-  static KernelStatus ResourceExhausted(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
+  static KernelStatus FailedPrecondition(std::string m) {
+    return {StatusCode::kFailedPrecondition, std::move(m)};
+  }
+  static KernelStatus ResourceExhausted(std::string m) {
+    return {StatusCode::kResourceExhausted, std::move(m)};
+  }
   static KernelStatus Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
   static KernelStatus Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 
@@ -44,10 +48,10 @@ class KernelStatus {
 
 }  // namespace normserve::kernels
 
-#define NORMSERVE_KERNEL_RETURN_IF_ERROR(expr)            \
-  do {                                                    \
-    ::normserve::kernels::KernelStatus status_ = (expr);  \
-    if (!status_.ok()) return status_;                    \
+#define NORMSERVE_KERNEL_RETURN_IF_ERROR(expr)           \
+  do {                                                   \
+    ::normserve::kernels::KernelStatus status_ = (expr); \
+    if (!status_.ok()) return status_;                   \
   } while (0)
 
 #endif  // NORMSERVE_KERNELS_STATUS_H_
