@@ -59,7 +59,7 @@ ABSL_FLAG(int, keepalive_timeout_s, 20,
           "Close a connection whose keepalive ping is unanswered this long, seconds.");
 ABSL_FLAG(double, shutdown_drain_s, 0.5,
           "On SIGTERM/SIGINT, how long to keep serving after health turns NOT_SERVING so that clients move "
-          "away first (at most half of --shutdown_grace_s).");
+          "away first (at most a quarter of --shutdown_grace_s).");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key turns on TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert.");
 ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA bundle; requires and verifies client certificates (mTLS).");

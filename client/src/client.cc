@@ -117,15 +117,25 @@ class SessionImpl final : public NormalizeSession,
 
   void Send(v1::NormalizeRequest request, Callback done) override {
     std::unique_lock lock(mu_);
-    if (done_ || broken_ || writes_done_requested_) {
-      absl::Status s = done_ && !final_status_.ok() ? final_status_
-                                                    : absl::FailedPreconditionError("the stream is closed");
+    if (broken_ && !closed_) {
+      // The stream broke and its status is not known yet: OnDone answers this
+      // request with it (UNAVAILABLE when the server is shutting down).
+      if (inflight_.try_emplace(request.request_id(), std::move(done)).second) return;
+      lock.unlock();
+      done(absl::InvalidArgumentError(
+          absl::StrCat("request_id ", request.request_id(), " is already in flight on this stream")));
+      return;
+    }
+    if (closed_ || broken_ || writes_done_requested_) {
+      absl::Status s = closed_ && !final_status_.ok() ? final_status_
+                                                      : absl::FailedPreconditionError("the stream is closed");
       lock.unlock();
       done(s);
       return;
     }
     const uint64_t id = request.request_id();
-    if (!inflight_.emplace(id, std::move(done)).second) {
+    // try_emplace leaves `done` alone when the id is taken.
+    if (!inflight_.try_emplace(id, std::move(done)).second) {
       auto cb = std::move(done);
       lock.unlock();
       cb(absl::InvalidArgumentError(absl::StrCat("request_id ", id, " is already in flight on this stream")));
@@ -202,7 +212,20 @@ class SessionImpl final : public NormalizeSession,
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) return;  // The stream ended; OnDone follows.
+    if (!ok) {
+      // The server ended the stream (or it broke). Requests it never read
+      // are answered by OnDone with the stream's status, which needs the
+      // hold released now rather than at Finish or Cancel.
+      bool release = false;
+      {
+        std::lock_guard lock(mu_);
+        broken_ = true;
+        release = !hold_released_;
+        hold_released_ = true;
+      }
+      if (release) RemoveHold();
+      return;
+    }
     Callback cb;
     {
       std::lock_guard lock(mu_);
@@ -227,14 +250,17 @@ class SessionImpl final : public NormalizeSession,
     std::map<uint64_t, Callback> orphans;
     absl::Status s = FromGrpc(status);
     {
+      // In one step with the swap, so that a Send from now on answers
+      // itself instead of joining a map nobody will look at again.
       std::lock_guard lock(mu_);
       orphans.swap(inflight_);
+      final_status_ = s;
+      closed_ = true;
     }
     const absl::Status orphan_status =
         s.ok() ? absl::UnavailableError("the stream ended before this request was answered") : s;
     for (auto& [id, cb] : orphans) cb(orphan_status);
     std::lock_guard lock(mu_);
-    final_status_ = s;
     done_ = true;
     done_cv_.notify_all();
   }
@@ -251,6 +277,9 @@ class SessionImpl final : public NormalizeSession,
   bool writes_done_requested_ = false;
   bool hold_released_ = false;
   bool broken_ = false;
+  // The stream's status is known and inflight_ has been handed to OnDone.
+  bool closed_ = false;
+  // OnDone has answered every orphan (Finish and the destructor wait for it).
   bool done_ = false;
   absl::Status final_status_;
 };

@@ -47,6 +47,7 @@ class NormalizeReactor final : public grpc::ServerUnaryReactor {
   NormalizeReactor(NormServiceImpl* service, grpc::CallbackServerContext* context,
                    const v1::NormalizeRequest* request, v1::NormalizeResponse* response)
       : service_(service), context_(context), inflight_(service->core()->metrics(), kMethodNormalize) {
+    service_->CallStarted();
     const Clock::time_point arrival = Clock::now();
     NormCore* core = service_->core();
     if (absl::Status auth = service_->Authenticate(context); !auth.ok()) {
@@ -94,7 +95,10 @@ class NormalizeReactor final : public grpc::ServerUnaryReactor {
     if (ticket) service_->core()->Cancel(ticket, CancelReason(context_));
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->CallEnded();
+    delete this;
+  }
 
  private:
   void Complete(const absl::Status& status) {
@@ -118,11 +122,15 @@ class NormalizeReactor final : public grpc::ServerUnaryReactor {
   std::optional<absl::Status> result_;
 };
 
+}  // namespace
+
 // One NormalizeStream call. Reads requests ahead up to max_stream_inflight,
 // queues each on the core as it arrives, writes each answer as it completes
 // (completion order, not request order), one write at a time. A bad request
 // gets a StreamResponse carrying its status; the stream goes on. Finishes
-// with OK once the client half-closed and every answer is written.
+// with OK once the client half-closed and every answer is written. On server
+// shutdown (Drain) it stops reading, writes the answers it owes and finishes
+// with UNAVAILABLE, so an idle open stream does not hold the process.
 class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest, v1::StreamResponse> {
  public:
   StreamReactor(NormServiceImpl* service, grpc::CallbackServerContext* context)
@@ -130,10 +138,19 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
         context_(context),
         inflight_(service->core()->metrics(), kMethodNormalizeStream),
         limit_(std::max(1, service->options().max_stream_inflight)) {
+    service_->CallStarted();
     if (absl::Status auth = service_->Authenticate(context); !auth.ok()) {
       service_->core()->RecordRefused(kMethodNormalizeStream, auth, 0);
       finished_ = true;
       Finish(ToGrpcStatus(auth));
+      return;
+    }
+    registered_ = service_->AddStream(this);
+    if (!registered_) {
+      const absl::Status refused = absl::UnavailableError("server is shutting down");
+      service_->core()->RecordRefused(kMethodNormalizeStream, refused, 0);
+      finished_ = true;
+      Finish(ToGrpcStatus(refused));
       return;
     }
     reading_ = std::make_unique<Slot>();
@@ -149,6 +166,16 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
       reading_.reset();
       MaybeFinish(lock);
       return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) {
+        // Drained and finished while this read was outstanding: the client
+        // sees the stream's UNAVAILABLE for this request.
+        read_outstanding_ = false;
+        reading_.reset();
+        return;
+      }
     }
     // `hold` keeps the slot alive through this function even if its answer
     // is written (and the slot dropped) by other threads meanwhile.
@@ -228,7 +255,24 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
   // gRPC runs OnDone after its last reaction returns, but completions come
   // from batcher workers too; each holds a reference so that the reactor
   // outlives the code that finished the stream.
-  void OnDone() override { Unref(); }
+  void OnDone() override {
+    if (registered_) service_->RemoveStream(this);
+    service_->CallEnded();
+    Unref();
+  }
+
+  // Server shutdown: stop reading, finish once the answers owed are written.
+  void Drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    draining_ = true;
+    MaybeFinish(lock);
+  }
+
+  // References held by NormServiceImpl::BeginShutdown while it drains.
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
 
  private:
   struct Slot {
@@ -243,7 +287,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
   // Starts the next read unless `limit_` requests are unanswered or unwritten.
   void ContinueReading() {
     std::unique_lock<std::mutex> lock(mu_);
-    if (reads_done_ || cancelled_ || read_outstanding_ || finished_) return;
+    if (reads_done_ || cancelled_ || read_outstanding_ || finished_ || draining_) return;
     if (unanswered_ + writes_.size() >= limit_) {
       read_paused_ = true;
       return;
@@ -261,10 +305,6 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
     refs_.fetch_add(1, std::memory_order_relaxed);
     AnswerHeld(slot, status);
     Unref();
-  }
-
-  void Unref() {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
 
   void AnswerHeld(Slot* slot, const absl::Status& status) {
@@ -287,15 +327,29 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
     MaybeFinish(lock);
   }
 
-  // Finishes once nothing is read, computed or written any more.
+  // Finishes once nothing is computed or written any more and either the
+  // client half-closed (OK), the call broke (CANCELLED) or the server is
+  // shutting down (UNAVAILABLE; a read still outstanding then ends with the
+  // call).
   void MaybeFinish(std::unique_lock<std::mutex>& lock) {
-    if (finished_ || read_outstanding_ || unanswered_ != 0 || writing_) return;
-    const bool abandoned = cancelled_ || write_failed_;
-    if (!(reads_done_ || abandoned)) return;
-    if (!abandoned && !writes_.empty()) return;
+    if (finished_ || unanswered_ != 0 || writing_) return;
+    grpc::Status status;
+    if (cancelled_ || write_failed_) {
+      if (read_outstanding_) return;
+      status = grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
+    } else if (reads_done_) {
+      if (!writes_.empty()) return;
+      status = grpc::Status::OK;
+    } else if (draining_) {
+      if (!writes_.empty()) return;
+      status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "server is shutting down; send further requests on a new stream");
+    } else {
+      return;
+    }
     finished_ = true;
     lock.unlock();
-    Finish(abandoned ? grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled") : grpc::Status::OK);
+    Finish(status);
     lock.lock();
   }
 
@@ -320,10 +374,11 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
   bool writing_ = false;
   bool write_failed_ = false;
   bool cancelled_ = false;
+  bool draining_ = false;
   bool finished_ = false;
+  // In NormServiceImpl's stream set (set once, in the constructor).
+  bool registered_ = false;
 };
-
-}  // namespace
 
 Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* context) {
   const auto deadline = context->deadline();
@@ -337,6 +392,43 @@ Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* context) {
 
 NormServiceImpl::NormServiceImpl(NormCore* core, NormServiceOptions options)
     : core_(core), options_(std::move(options)) {}
+
+void NormServiceImpl::CallStarted() {
+  active_calls_.fetch_add(1, std::memory_order_acq_rel);
+  last_arrival_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+}
+
+bool NormServiceImpl::AddStream(StreamReactor* stream) {
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  if (shutting_down_) return false;
+  streams_.insert(stream);
+  return true;
+}
+
+void NormServiceImpl::RemoveStream(StreamReactor* stream) {
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  streams_.erase(stream);
+}
+
+void NormServiceImpl::BeginShutdown() {
+  std::vector<StreamReactor*> open;
+  {
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    shutting_down_ = true;
+    // A stream still in the set has not run OnDone, so gRPC's reference
+    // keeps it alive while we take ours.
+    for (StreamReactor* stream : streams_) {
+      stream->Ref();
+      open.push_back(stream);
+    }
+  }
+  // Outside streams_mu_: Drain may finish the call, and gRPC may run OnDone
+  // (RemoveStream) inline.
+  for (StreamReactor* stream : open) {
+    stream->Drain();
+    stream->Unref();
+  }
+}
 
 absl::Status NormServiceImpl::Authenticate(const grpc::CallbackServerContext* context) const {
   if (!options_.auth.has_value()) return absl::OkStatus();
@@ -357,6 +449,7 @@ grpc::ServerBidiReactor<v1::NormalizeRequest, v1::StreamResponse>* NormServiceIm
 grpc::ServerUnaryReactor* NormServiceImpl::GetServerInfo(grpc::CallbackServerContext* context,
                                                          const v1::GetServerInfoRequest* /*request*/,
                                                          v1::GetServerInfoResponse* response) {
+  CallStarted();
   const Clock::time_point arrival = Clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Status status = Authenticate(context);
@@ -367,6 +460,7 @@ grpc::ServerUnaryReactor* NormServiceImpl::GetServerInfo(grpc::CallbackServerCon
                            StatusCodeName(status.code()), SecondsSince(arrival));
   }
   reactor->Finish(ToGrpcStatus(status));
+  CallEnded();
   return reactor;
 }
 

@@ -22,8 +22,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <unordered_set>
 
 #include "normserve/v1/normserve.grpc.pb.h"
 #include "server/core/norm_core.h"
@@ -38,6 +41,8 @@ struct NormServiceOptions {
   // When set, every NormService call needs this bearer token.
   std::optional<BearerTokenAuth> auth;
 };
+
+class StreamReactor;
 
 class NormServiceImpl final : public v1::NormService::CallbackService {
  public:
@@ -58,9 +63,34 @@ class NormServiceImpl final : public v1::NormService::CallbackService {
   // OK, or UNAUTHENTICATED when auth is on and the call lacks the token.
   absl::Status Authenticate(const grpc::CallbackServerContext* context) const;
 
+  // Shutdown, after NormCore::BeginShutdown: every open NormalizeStream stops
+  // reading, writes the answers it owes, then finishes with UNAVAILABLE (OK
+  // if its client had already half-closed); an idle stream finishes at once.
+  // Streams opened afterwards finish with UNAVAILABLE straight away.
+  void BeginShutdown();
+  // Calls (of any method) that reached a handler and have not finished.
+  int active_calls() const { return active_calls_.load(std::memory_order_acquire); }
+  // When the latest call reached a handler (steady clock).
+  Clock::time_point last_call_arrival() const {
+    return Clock::time_point(Clock::duration(last_arrival_.load(std::memory_order_acquire)));
+  }
+
+  // Bookkeeping used by the reactors (CallStarted on arrival, CallEnded in
+  // OnDone); public only for them.
+  void CallStarted();
+  void CallEnded() { active_calls_.fetch_sub(1, std::memory_order_acq_rel); }
+  // Registers an open stream; false once BeginShutdown has run.
+  bool AddStream(StreamReactor* stream);
+  void RemoveStream(StreamReactor* stream);
+
  private:
   NormCore* const core_;
   const NormServiceOptions options_;
+  std::atomic<int> active_calls_{0};
+  std::atomic<Clock::rep> last_arrival_{0};
+  std::mutex streams_mu_;
+  std::unordered_set<StreamReactor*> streams_;
+  bool shutting_down_ = false;
 };
 
 // The call's deadline on the steady clock (max() when it has none).

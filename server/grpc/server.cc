@@ -126,6 +126,7 @@ void NormServer::HealthLoop() {
 
 void NormServer::Shutdown(std::chrono::milliseconds grace) {
   std::call_once(shutdown_once_, [&] {
+    const Clock::time_point start = Clock::now();
     // Order matters: health first (load balancers stop sending), then the
     // core refuses new work, then gRPC drains the calls in flight, whose
     // completions need the batcher workers still running.
@@ -136,14 +137,30 @@ void NormServer::Shutdown(std::chrono::milliseconds grace) {
     cv_.notify_all();
     if (health_thread_.joinable()) health_thread_.join();
     if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) health->Shutdown();
-    // Keep serving for the drain window: clients that watch health (the
+    // 1. Keep serving for the drain window: clients that watch health (the
     // client library's round_robin does) stop picking this replica, so their
-    // new calls go elsewhere instead of racing the shutdown (calls that reach
-    // a shutting-down gRPC server before a handler takes them are CANCELLED).
-    const auto drain = std::min(drain_, grace / 2);
+    // new calls go elsewhere.
+    const auto drain = std::min<Clock::duration>(drain_, grace / 4);
     if (drain.count() > 0) std::this_thread::sleep_for(drain);
+    // 2. Refuse new work with UNAVAILABLE (retryable elsewhere); open streams
+    // write what they owe and end with UNAVAILABLE.
     core_->BeginShutdown();
-    server_->Shutdown(std::chrono::system_clock::now() + grace);
+    service_->BeginShutdown();
+    // 3. Wait for quiet: no call in flight and none arriving for
+    // kShutdownQuiet. grpc::Server::Shutdown cancels (bare CANCELLED, no
+    // retry) every call that reaches it afterwards on an open connection
+    // before a handler takes it, so it starts only once clients have
+    // stopped sending here, or at half the grace at the latest.
+    const Clock::time_point quiet_limit = start + grace / 2;
+    while (Clock::now() < quiet_limit) {
+      if (service_->active_calls() == 0 && Clock::now() - service_->last_call_arrival() >= kShutdownQuiet)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    // 4. gRPC finishes what is left until the grace ends, then cancels it.
+    const Clock::duration left = std::max<Clock::duration>(start + grace - Clock::now(), Clock::duration(0));
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
     core_->Shutdown();
     server_->Wait();
   });

@@ -23,6 +23,10 @@
 
 namespace normserve::server {
 
+// How long no call may have arrived before shutdown hands over to
+// grpc::Server::Shutdown (see NormServer::Shutdown).
+inline constexpr std::chrono::milliseconds kShutdownQuiet{100};
+
 // The names grpc.health.v1 reports on: "" (the whole server) and the service.
 inline constexpr char kHealthServiceName[] = "normserve.v1.NormService";
 
@@ -56,7 +60,7 @@ struct ServerOptions {
   std::chrono::milliseconds min_client_ping_interval{10000};
   // On Shutdown, how long the server keeps serving after health turns
   // NOT_SERVING, so that health-checking clients move to other replicas
-  // before new calls are refused. Capped at half the shutdown grace.
+  // before new calls are refused. Capped at a quarter of the shutdown grace.
   std::chrono::milliseconds shutdown_drain{500};
 };
 
@@ -71,9 +75,12 @@ class NormServer {
   int port() const { return port_; }
 
   // Health NOT_SERVING; after the drain window (ServerOptions::shutdown_drain)
-  // new requests get UNAVAILABLE and queued and running ones finish; after
-  // `grace` remaining calls are cancelled. Returns when the
-  // server and the core's workers have stopped. Idempotent.
+  // new requests get UNAVAILABLE, queued and running ones finish, and open
+  // streams end with UNAVAILABLE once they have written their answers. Once
+  // no call has arrived for kShutdownQuiet (or half the grace has passed)
+  // gRPC stops taking calls; at `grace` after the call, whatever is left is
+  // cancelled. Returns when the server and the core's workers have stopped.
+  // Idempotent.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:

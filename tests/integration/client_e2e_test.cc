@@ -118,6 +118,28 @@ TEST_F(ClientE2eTest, StreamSessionMatchesResponsesById) {
   EXPECT_TRUE(session->Finish().ok());
 }
 
+// A second request with the id of one still in flight is refused at once on
+// the client (the answer could not be told apart); the first is still answered.
+TEST_F(ClientE2eTest, StreamSessionRefusesAnIdAlreadyInFlight) {
+  auto session = client_->OpenSession();
+  std::promise<absl::StatusOr<v1::NormalizeResponse>> first, second;
+  v1::NormalizeRequest req = NormRequest(v1::LAYER_NORM, v1::FLOAT32, 7);
+  req.set_request_id(42);
+  session->Send(req, [&first](absl::StatusOr<v1::NormalizeResponse> r) { first.set_value(std::move(r)); });
+  session->Send(req, [&second](absl::StatusOr<v1::NormalizeResponse> r) { second.set_value(std::move(r)); });
+  auto refused = second.get_future().get();
+  auto answered = first.get_future().get();
+  // The duplicate may also arrive after the first was answered (then both
+  // are computed); what must never happen is a lost or doubled callback.
+  if (!refused.ok()) {
+    EXPECT_EQ(refused.status(),
+              absl::InvalidArgumentError("request_id 42 is already in flight on this stream"));
+  }
+  ASSERT_TRUE(answered.ok()) << answered.status();
+  EXPECT_EQ(answered->request_id(), 42u);
+  EXPECT_TRUE(session->Finish().ok());
+}
+
 // 10,000 requests in flight on one stream (the server reads ahead a bounded
 // number and answers as they finish, in any order). Each request's beta is its
 // own id, so the mean of its LayerNorm output is that id: a response matched to
