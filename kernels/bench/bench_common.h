@@ -21,7 +21,7 @@ struct BenchOptions {
   std::vector<int64_t> cols;
   std::vector<int64_t> rows;
   std::vector<int> threads;
-  // CPU instruction set ("scalar", "avx2", "avx512"); empty = best available.
+  // CPU instruction set ("scalar", "avx2", "avx512", "avx512_bf16"); empty = best available.
   std::string isa;
   // A small grid that finishes in under a minute.
   bool quick = false;

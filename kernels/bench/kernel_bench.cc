@@ -45,7 +45,7 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 void Usage() {
   std::fprintf(stderr,
                "usage: normserve-kernel-bench [--backend cpu|cuda] [--kind K,...] [--dtype D,...]\n"
-               "         [--cols N,...] [--rows N,...] [--threads N,...] [--isa scalar|avx2|avx512]\n"
+               "         [--cols N,...] [--rows N,...] [--threads N,...] [--isa scalar|avx2|avx512|avx512_bf16]\n"
                "         [--quick] [--reps N] [--max_ws BYTES[K|M|G]] [--no_peers] [--out FILE]\n"
                "         [--git_commit SHA] [--date YYYY-MM-DD]\n");
 }
@@ -207,7 +207,7 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
   const std::vector<int> threads_list =
       options.threads.empty() ? std::vector<int>{AvailableThreads()} : options.threads;
   const int reps = options.repetitions > 0 ? options.repetitions : (options.quick ? 5 : 11);
-  CpuIsa max_isa = CpuIsa::kAvx512;
+  CpuIsa max_isa = CpuIsa::kAvx512Bf16;
   if (!options.isa.empty() && !ParseCpuIsa(options.isa, &max_isa)) {
     std::fprintf(stderr, "normserve-kernel-bench: unknown --isa %s\n", options.isa.c_str());
     return 2;

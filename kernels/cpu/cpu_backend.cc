@@ -40,12 +40,14 @@ std::string_view CpuIsaName(CpuIsa isa) {
       return "avx2";
     case CpuIsa::kAvx512:
       return "avx512";
+    case CpuIsa::kAvx512Bf16:
+      return "avx512_bf16";
   }
   return "unknown";
 }
 
 bool ParseCpuIsa(std::string_view name, CpuIsa* out) {
-  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
     if (CpuIsaName(isa) == name) {
       *out = isa;
       return true;
@@ -61,6 +63,10 @@ CpuIsa DetectCpuIsa() {
   // The AVX-512 kernels use 16-bit masked loads and stores (BW, VL).
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+#if defined(NORMSERVE_CPU_HAVE_AVX512_BF16)
+    if (__builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16"))
+      return CpuIsa::kAvx512Bf16;
+#endif
     return CpuIsa::kAvx512;
   }
 #endif
@@ -77,6 +83,10 @@ namespace cpu {
 
 const KernelTable& GetKernelTable(CpuIsa isa) {
   switch (isa) {
+#if defined(NORMSERVE_CPU_HAVE_AVX512_BF16)
+    case CpuIsa::kAvx512Bf16:
+      return Avx512Bf16KernelTable();
+#endif
 #if defined(NORMSERVE_CPU_HAVE_AVX512)
     case CpuIsa::kAvx512:
       return Avx512KernelTable();
@@ -145,8 +155,9 @@ CpuIsa ChooseIsa(CpuIsa max_isa) {
     if (ParseCpuIsa(env, &forced)) {
       isa = std::min(isa, forced);
     } else {
-      std::fprintf(stderr, "normserve: ignoring NORMSERVE_CPU_ISA=%s (expected scalar, avx2 or avx512)\n",
-                   env);
+      std::fprintf(
+          stderr, "normserve: ignoring NORMSERVE_CPU_ISA=%s (expected scalar, avx2, avx512 or avx512_bf16)\n",
+          env);
     }
   }
   return isa;

@@ -69,6 +69,7 @@ const KernelTable& GetKernelTable(CpuIsa isa);
 const KernelTable& ScalarKernelTable();
 const KernelTable& Avx2KernelTable();
 const KernelTable& Avx512KernelTable();
+const KernelTable& Avx512Bf16KernelTable();
 
 }  // namespace normserve::kernels::cpu
 

@@ -57,11 +57,18 @@ struct Avx2Simd {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
-  static bool AnyAbsBelow(F result, F term, float ratio) {
-    const F sign = _mm256_set1_ps(-0.0f);
-    const F lhs = _mm256_andnot_ps(sign, result);
-    const F rhs = _mm256_mul_ps(_mm256_andnot_ps(sign, term), _mm256_set1_ps(ratio));
-    return _mm256_movemask_ps(_mm256_cmp_ps(lhs, rhs, _CMP_LT_OQ)) != 0;
+  // Cancellation test (see Avx512SimdT::GapMax).
+  using G = __m256i;
+  static G GapInit() { return _mm256_set1_epi32(-0x7fffffff); }
+  static G GapMax(G gap, F result, F shift) {
+    const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
+    const __m256i r = _mm256_and_si256(_mm256_castps_si256(result), magnitude);
+    const __m256i s = _mm256_and_si256(_mm256_castps_si256(shift), magnitude);
+    return _mm256_max_epi32(gap, _mm256_sub_epi32(s, r));
+  }
+  static bool GapAbove(G gap, int log2) {
+    const __m256i above = _mm256_cmpgt_epi32(gap, _mm256_set1_epi32(log2 << 23));
+    return _mm256_movemask_epi8(above) != 0;
   }
   static F SelectFirst(F v, F fallback, int n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);

@@ -2,10 +2,13 @@
 // Include only from translation units compiled with the AVX-512 flags.
 //
 // FLOAT16 converts with vcvtph2ps / vcvtps2ph (round to nearest even, NaN
-// kept). BFLOAT16 rounds by integer operations, not vcvtneps2bf16: that
-// instruction treats denormal inputs as zero and flushes denormal results,
-// so it would not match FloatToBFloat16Bits bit for bit. Partial vectors use
-// masked loads and stores, which never touch memory beyond the row.
+// kept). BFLOAT16 rounds by integer operations (nine instructions per
+// vector) or, in Avx512Bf16Simd (CPUs with AVX512_BF16, translation units
+// built for it), with one vcvtneps2bf16. That instruction treats denormal
+// inputs as zero, so vectors holding a denormal still take the integer path;
+// for every other input, NaN payloads included, the two agree bit for bit
+// with FloatToBFloat16Bits (tested). Partial vectors use masked loads and
+// stores, which never touch memory beyond the row.
 #ifndef NORMSERVE_KERNELS_CPU_SIMD_AVX512_H_
 #define NORMSERVE_KERNELS_CPU_SIMD_AVX512_H_
 
@@ -17,7 +20,8 @@
 
 namespace normserve::kernels::cpu {
 
-struct Avx512Simd {
+template <bool kNativeBf16>
+struct Avx512SimdT {
   using F = __m512;
   static constexpr int kWidth = 16;
 
@@ -63,10 +67,20 @@ struct Avx512Simd {
 
   static __mmask16 FirstLanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static F KeepFirst(F v, int n) { return _mm512_maskz_mov_ps(FirstLanes(n), v); }
-  static bool AnyAbsBelow(F result, F term, float ratio) {
-    const F rhs = _mm512_mul_ps(_mm512_abs_ps(term), _mm512_set1_ps(ratio));
-    return _mm512_cmp_ps_mask(_mm512_abs_ps(result), rhs, _CMP_LT_OQ) != 0;
+  // Cancellation test (see Kernels::NormalizeRow): the largest, over the
+  // lanes seen, of bits(|shift|) - bits(|result|). The bits of non-negative
+  // floats order like their values, and k << 23 more is 2^k times larger
+  // (normal floats), so GapAbove(gap, k) says whether some lane had
+  // |shift| > 2^k |result|. Integer operations only, no branch per vector.
+  using G = __m512i;
+  static G GapInit() { return _mm512_set1_epi32(-0x7fffffff); }
+  static G GapMax(G gap, F result, F shift) {
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    const __m512i r = _mm512_and_si512(_mm512_castps_si512(result), magnitude);
+    const __m512i s = _mm512_and_si512(_mm512_castps_si512(shift), magnitude);
+    return _mm512_max_epi32(gap, _mm512_sub_epi32(s, r));
   }
+  static bool GapAbove(G gap, int log2) { return _mm512_reduce_max_epi32(gap) > (log2 << 23); }
   static F SelectFirst(F v, F fallback, int n) { return _mm512_mask_mov_ps(fallback, FirstLanes(n), v); }
 
   static __m256i FloatToBFloat16x16(F v) {
@@ -106,6 +120,10 @@ struct Avx512Simd {
     if constexpr (D == DType::kFloat16) {
       return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     } else {
+      if constexpr (kNativeBf16) {
+        // fpclass 0x20: denormal.
+        if (_mm512_fpclass_ps_mask(v, 0x20) == 0) return (__m256i)_mm512_cvtneps_pbh(v);
+      }
       return FloatToBFloat16x16(v);
     }
   }
@@ -135,6 +153,9 @@ struct Avx512Simd {
     }
   }
 };
+
+using Avx512Simd = Avx512SimdT<false>;
+using Avx512Bf16Simd = Avx512SimdT<true>;
 
 }  // namespace normserve::kernels::cpu
 

@@ -3,8 +3,10 @@
 #ifndef NORMSERVE_KERNELS_CPU_SIMD_SCALAR_H_
 #define NORMSERVE_KERNELS_CPU_SIMD_SCALAR_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "normserve/kernels/types.h"
 
@@ -42,9 +44,16 @@ struct ScalarSimd {
   static D DMulAdd(D a, D b, D c) { return a * b + c; }
   static double DReduceAdd(D v) { return v; }
   // Whether |result| < |term| * ratio in any lane.
-  static bool AnyAbsBelow(F result, F term, float ratio) {
-    return std::fabs(result) < std::fabs(term) * ratio;
+  // Cancellation test (see Avx512SimdT::GapMax): here the largest
+  // |shift| / |result| seen (infinite where result is 0 and shift is not).
+  using G = float;
+  static G GapInit() { return 0.0f; }
+  static G GapMax(G gap, F result, F shift) {
+    const float r = std::fabs(result), s = std::fabs(shift);
+    if (s == 0.0f) return gap;
+    return std::max(gap, r == 0.0f ? std::numeric_limits<float>::infinity() : s / r);
   }
+  static bool GapAbove(G gap, int log2) { return gap > std::ldexp(1.0f, log2); }
   // Lanes below n from v, the rest from fallback.
   static F SelectFirst(F v, F fallback, int n) { return n > 0 ? v : fallback; }
 

@@ -22,6 +22,8 @@ inline int NormserveFuzzCpuSupports(const char* feature) {
   if (std::strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f");
   if (std::strcmp(feature, "avx512bw") == 0) return __builtin_cpu_supports("avx512bw");
   if (std::strcmp(feature, "avx512vl") == 0) return __builtin_cpu_supports("avx512vl");
+  if (std::strcmp(feature, "avx512dq") == 0) return __builtin_cpu_supports("avx512dq");
+  if (std::strcmp(feature, "avx512bf16") == 0) return __builtin_cpu_supports("avx512bf16");
   return 0;  // Unknown to this shim: take the portable path.
 }
 #define __builtin_cpu_supports(feature) NormserveFuzzCpuSupports(feature)

@@ -3,12 +3,14 @@
 // sweep, the edge cases, and bit-exact FLOAT16 / BFLOAT16 rounding of the
 // vector conversions against FloatToHalfBits / FloatToBFloat16Bits.
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "normserve/kernels/cpu_backend.h"
+#include "normserve/kernels/reference.h"
 #include "normserve/kernels/testing/parity.h"
 
 namespace normserve::kernels {
@@ -118,8 +120,7 @@ std::vector<uint32_t> ConversionPatterns() {
   return nonzero;
 }
 
-TEST_P(CpuIsaTest, HalfConversionsRoundLikeTheScalarFunctions) {
-  const std::vector<uint32_t> patterns = ConversionPatterns();
+void ExpectConversionsMatch(CpuBackend& backend, const std::vector<uint32_t>& patterns) {
   const int64_t cols = static_cast<int64_t>(patterns.size());
   for (DType out : {DType::kFloat16, DType::kBFloat16}) {
     CaseSpec spec;
@@ -134,7 +135,7 @@ TEST_P(CpuIsaTest, HalfConversionsRoundLikeTheScalarFunctions) {
       c.beta.Set(i, BitsToFloat(patterns[static_cast<size_t>(i)]));
     }
     NormProblem p = c.Problem();
-    ASSERT_TRUE(backend_->Run(&p, 1).ok());
+    ASSERT_TRUE(backend.Run(&p, 1).ok());
     const auto* got = reinterpret_cast<const uint16_t*>(c.output.data());
     int mismatches = 0;
     for (int64_t i = 0; i < cols && mismatches < 10; ++i) {
@@ -149,14 +150,104 @@ TEST_P(CpuIsaTest, HalfConversionsRoundLikeTheScalarFunctions) {
   }
 }
 
+// Vectors holding a float denormal take a slower path on avx512_bf16, so the
+// patterns run twice: as listed, and with the denormals left out (every
+// vector then takes the vcvtneps2bf16 path, NaN payloads included).
+TEST_P(CpuIsaTest, HalfConversionsRoundLikeTheScalarFunctions) {
+  for (bool denormals : {true, false}) {
+    std::vector<uint32_t> patterns = ConversionPatterns();
+    if (!denormals) {
+      std::erase_if(patterns, [](uint32_t b) { return (b & 0x7f800000) == 0; });
+    }
+    SCOPED_TRACE(denormals ? "with denormals" : "without denormals");
+    ExpectConversionsMatch(*backend_, patterns);
+  }
+}
+
+// Strict 1 ulp where beta cancels almost all of xhat * gamma, beyond the
+// harness's bound (which allows 1e-5 of the terms there, as float arithmetic
+// needs): the CPU backend recomputes such vectors in double and promises
+// 1 ulp anyway. LayerNorm cancels in every element (beta = -term rounded to
+// float, nudged by 2^-16 of it); GroupNorm in the whole first channel of
+// each group (values near +a there and near -a in the second channel, so
+// xhat is about 1, and beta = -gamma).
+std::vector<std::string> StrictUlpFailures(CpuBackend& backend, ProblemCase& c) {
+  std::vector<std::string> failures;
+  ProblemCase ref = c;
+  NormProblem rp = ref.Problem();
+  ReferenceNormalize(rp);
+  NormProblem p = c.Problem();
+  if (const KernelStatus status = backend.Run(&p, 1); !status.ok()) {
+    failures.push_back(c.name + ": " + status.message());
+  } else {
+    const auto* got = reinterpret_cast<const uint16_t*>(c.output.data());
+    const auto* want = reinterpret_cast<const uint16_t*>(ref.output.data());
+    for (int64_t i = 0; i < c.input.NumElements(); ++i) {
+      const int64_t d = testing::HalfUlpDistance(got[i], want[i]);
+      if (d > 1) {
+        char what[96];
+        std::snprintf(what, sizeof(what), " element %lld: %lld ulp (got 0x%04x, want 0x%04x)",
+                      static_cast<long long>(i), static_cast<long long>(d), got[i], want[i]);
+        failures.push_back(c.name + what);
+      }
+    }
+  }
+  return failures;
+}
+
+TEST_P(CpuIsaTest, CancellingBetaStaysWithinOneUlp) {
+  std::vector<std::string> failures;
+  for (DType out : {DType::kFloat16, DType::kBFloat16}) {
+    {
+      CaseSpec spec;
+      spec.kind = NormKind::kLayerNorm;
+      spec.dtype = DType::kFloat32;
+      spec.params = testing::ParamMode::kAffine;
+      spec.output_dtype = out;
+      spec.shape = {1, 1000};
+      ProblemCase c = testing::MakeRandomCase(spec, 77);
+      c.name = std::string("LayerNorm cancelling, ") + std::string(DTypeName(out));
+      // The terms, from the reference with beta = 0 and a FLOAT32 output.
+      ProblemCase terms = c;
+      for (int64_t i = 0; i < 1000; ++i) terms.beta.Set(i, 0.0f);
+      terms.output_dtype = DType::kFloat32;
+      NormProblem tp = terms.Problem();
+      ReferenceNormalize(tp);
+      const auto* term = reinterpret_cast<const float*>(terms.output.data());
+      for (int64_t i = 0; i < 1000; ++i) c.beta.Set(i, -term[i] * (1.0f + 0x1p-16f));
+      for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
+    }
+    {
+      CaseSpec spec;
+      spec.kind = NormKind::kGroupNorm;
+      spec.dtype = DType::kFloat32;
+      spec.params = testing::ParamMode::kAffine;
+      spec.output_dtype = out;
+      spec.shape = {2, 4, 100};
+      spec.num_groups = 2;
+      ProblemCase c = testing::MakeRandomCase(spec, 78);
+      c.name = std::string("GroupNorm cancelling, ") + std::string(DTypeName(out));
+      for (int64_t i = 0; i < c.input.NumElements(); ++i) {
+        const int64_t channel = (i / 100) % 4;
+        const float jitter = 1e-3f * static_cast<float>((i * 37) % 101 - 50);
+        c.input.Set(i, (channel % 2 == 0 ? 3.0f : -3.0f) + jitter);
+      }
+      for (int64_t ch = 0; ch < 4; ++ch) c.beta.Set(ch, ch % 2 == 0 ? -c.gamma.Get(ch) : 0.25f);
+      for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
+    }
+  }
+  ExpectNoFailures(failures);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllIsas, CpuIsaTest,
-                         ::testing::Values(CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512),
+                         ::testing::Values(CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512,
+                                           CpuIsa::kAvx512Bf16),
                          [](const ::testing::TestParamInfo<CpuIsa>& info) {
                            return std::string(CpuIsaName(info.param));
                          });
 
 TEST(CpuIsaNames, RoundTrip) {
-  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
     CpuIsa parsed;
     ASSERT_TRUE(ParseCpuIsa(CpuIsaName(isa), &parsed));
     EXPECT_EQ(parsed, isa);

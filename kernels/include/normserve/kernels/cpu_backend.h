@@ -15,9 +15,11 @@
 
 namespace normserve::kernels {
 
-enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+// Ordered: each level can do what the ones below it can. kAvx512Bf16 is
+// kAvx512 that also rounds BFLOAT16 outputs with AVX512_BF16 instructions.
+enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 
-std::string_view CpuIsaName(CpuIsa isa);  // "scalar", "avx2", "avx512"
+std::string_view CpuIsaName(CpuIsa isa);  // "scalar", "avx2", "avx512", "avx512_bf16"
 bool ParseCpuIsa(std::string_view name, CpuIsa* out);
 // The best instruction set this CPU and build support.
 CpuIsa DetectCpuIsa();
@@ -26,8 +28,9 @@ struct CpuBackendOptions {
   // Worker threads, including the calling thread. 0: the cores available to the process.
   int threads = 0;
   // Highest instruction set to use; the backend uses min(this, DetectCpuIsa()).
-  // The environment variable NORMSERVE_CPU_ISA (scalar|avx2|avx512) lowers it too.
-  CpuIsa max_isa = CpuIsa::kAvx512;
+  // The environment variable NORMSERVE_CPU_ISA (scalar|avx2|avx512|avx512_bf16)
+  // lowers it too.
+  CpuIsa max_isa = CpuIsa::kAvx512Bf16;
 };
 
 class CpuBackend final : public Backend {
