@@ -232,14 +232,13 @@ struct Kernels {
     Moments total;
     for (int64_t c = 0; c < n; c += kStatsChunk) {
       const int64_t len = std::min(kStatsChunk, n - c);
-      // The mean of the chunk's first (up to) W values: near the data, cheap,
-      // and read from memory by the pass that follows anyway.
-      const int first = static_cast<int>(std::min<int64_t>(W, len));
-      F head = S::template LoadPartial<D>(x, i0 + c, first);
-      if constexpr (kResidual) head = S::Add(head, S::template LoadPartial<D>(r, i0 + c, first));
-      // Scaled before the sum so that values near FLT_MAX cannot overflow it
-      // (the fuzzer found NaN outputs for finite rows around 1.7e38).
-      const float pivot = S::ReduceAdd(S::Mul(head, S::Set1(1.0f / static_cast<float>(first))));
+      // The chunk's first value (x + r with a residual) as the pivot: in
+      // double the shifted sums only need it near the data, and a scalar
+      // load costs less than reducing a vector (short rows feel that).
+      // Values near FLT_MAX cannot overflow it; x + r can, but then h is
+      // infinite too and the group's outputs are NaN anyway.
+      float pivot = LoadAsFloat(x, D, i0 + c);
+      if constexpr (kResidual) pivot += LoadAsFloat(r, D, i0 + c);
       double sum_d = 0, sum_d2 = 0;
       CenteredPass<D, kResidual>(x, r, h, i0 + c, len, pivot, &sum_d, &sum_d2);
       const double dlen = static_cast<double>(len);
