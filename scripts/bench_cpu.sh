@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the CPU kernel benchmark with its peers and writes
-# bench/results/cpu-<date>.jsonl (docs/cpu-performance.md).
+# bench/results/cpu-<date>.jsonl, or $NORMSERVE_BENCH_OUT (docs/cpu-performance.md).
 #
 #   scripts/bench_cpu.sh [--quick] [extra normserve-kernel-bench flags]
 #
@@ -17,7 +17,7 @@ build_dir="${NORMSERVE_BENCH_BUILD_DIR:-$root/build-bench}"
 threads="${NORMSERVE_BENCH_THREADS:-$(nproc)}"
 date="$(date -u +%Y-%m-%d)"
 commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-out="$root/bench/results/cpu-$date.jsonl"
+out="${NORMSERVE_BENCH_OUT:-$root/bench/results/cpu-$date.jsonl}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
