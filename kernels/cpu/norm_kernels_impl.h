@@ -210,7 +210,7 @@ struct Kernels {
 
   // Sum of squares of x[i0, i0 + n) (or of h, written with kResidual) in double.
   template <DType D, bool kResidual>
-  static double SquaresPass(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+  static double SquaresBlockWide(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
     using DV = typename S::D;
     const DV zero = S::DSet1(0.0);
     DV q_lo = zero, q_hi = zero;
@@ -224,6 +224,54 @@ struct Kernels {
     for (; i + W <= n; i += W) add(LoadInput<D, kResidual>(x, r, h, i0 + i));
     if (i < n) add(LoadInputPartial<D, kResidual>(x, r, h, i0 + i, static_cast<int>(n - i)));
     return S::DReduceAdd(S::DAdd(q_lo, q_hi));
+  }
+
+  // The same in float, for one block of at most kSquaresBlock elements: two
+  // accumulators, so each lane adds at most 16 squares, and the float sum is
+  // within 2^-19 of the exact one (all terms are positive: no cancellation).
+  static constexpr int64_t kSquaresBlock = 32 * W;
+  template <DType D, bool kResidual>
+  NORMSERVE_INLINE static float SquaresBlock(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+    F a0 = S::Zero(), a1 = S::Zero();
+    int64_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+      const F v0 = LoadInput<D, kResidual>(x, r, h, i0 + i);
+      const F v1 = LoadInput<D, kResidual>(x, r, h, i0 + i + W);
+      a0 = S::MulAdd(v0, v0, a0);
+      a1 = S::MulAdd(v1, v1, a1);
+    }
+    for (; i + W <= n; i += W) {
+      const F v = LoadInput<D, kResidual>(x, r, h, i0 + i);
+      a0 = S::MulAdd(v, v, a0);
+    }
+    if (i < n) {
+      const F v = LoadInputPartial<D, kResidual>(x, r, h, i0 + i, static_cast<int>(n - i));
+      a1 = S::MulAdd(v, v, a1);
+    }
+    return S::ReduceAdd(S::Add(a0, a1));
+  }
+
+  // Sum of squares of x[i0, i0 + n) (or of h, written with kResidual), block
+  // by block in float, the blocks added in double. RMSNorm's only statistic
+  // has no cancellation, so 2^-19 relative error (rstd within 2^-20) is far
+  // inside every bound, including the FLOAT32 one (1e-5). A block whose float
+  // sum is not a normal number comfortably away from underflow (below 2^-90
+  // squares lost to float denormals could matter, relative to the sum),
+  // overflowed, or is NaN, is summed again in double; that is also the path
+  // of all-zero blocks. Writing h twice writes the same values.
+  template <DType D, bool kResidual>
+  static double SquaresPass(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+    double total = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += kSquaresBlock) {
+      const int64_t len = std::min(kSquaresBlock, n - b0);
+      const float block = SquaresBlock<D, kResidual>(x, r, h, i0 + b0, len);
+      if (block >= 0x1p-90f && block <= std::numeric_limits<float>::max()) {
+        total += static_cast<double>(block);
+      } else {
+        total += SquaresBlockWide<D, kResidual>(x, r, h, i0 + b0, len);
+      }
+    }
+    return total;
   }
 
   // Mean and M2 of x[i0, i0 + n) (or of h = x + r, written to h).
@@ -352,6 +400,13 @@ struct Kernels {
   // One ulp is at least 2^-8 (BFLOAT16) or 2^-11 (FLOAT16) of the result, so
   // k = 12 and k = 9 keep a factor of 4 in hand (subnormal FLOAT16 results
   // have a larger ulp, which only adds margin).
+  // With epsilon 0 and a variance below about 1e-77 (denormal inputs), rstd
+  // exceeds the float range while the outputs do not: such groups take the
+  // double output pass throughout.
+  static bool RstdBeyondFloat(const GroupTransform& t) {
+    return !std::isfinite(t.rstd) && std::isfinite(t.rstd_wide);
+  }
+
   template <DType DOut>
   static constexpr int kCancelLog2 = DOut == DType::kBFloat16 ? 12 : 9;
   template <DType DOut>
@@ -424,6 +479,14 @@ struct Kernels {
     const void* const gamma_data = prm.gamma;
     const void* const beta_data = prm.beta;
     const int64_t gamma_offset = prm.gamma_offset, beta_offset = prm.beta_offset;
+    if (RstdBeyondFloat(t)) {
+      StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+        const F gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, gamma_offset + i, rest) : one;
+        const F b = has_beta ? LoadParamSome<DIn>(beta_data, beta_f32, beta_offset + i, rest) : S::Zero();
+        return WideAffine(LoadSome<DIn>(x, i0 + i, rest), t, has_gamma, gamma, unit_offset, b);
+      });
+      return;
+    }
     constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DIn));
     // The float output of vector [i, i + rest), and its input, gamma and beta.
     auto result = [&](int64_t i, int rest, F* v_out, F* gamma_out, F* b_out) NORMSERVE_LAMBDA_INLINE {
@@ -466,6 +529,12 @@ struct Kernels {
                                bool has_gamma, double gamma, bool has_beta, double beta, bool stream) {
     const F p = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction);
     const F g = S::Set1(static_cast<float>(gamma)), b = S::Set1(static_cast<float>(beta));
+    if (RstdBeyondFloat(t)) {
+      StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+        return WideSegment(LoadSome<DIn>(x, i0 + i, rest), t, has_gamma, gamma, has_beta ? beta : 0.0);
+      });
+      return;
+    }
     auto result = [&](int64_t i, int rest, F* v_out) NORMSERVE_LAMBDA_INLINE {
       const F v = LoadSome<DIn>(x, i0 + i, rest);
       const F out = S::MulSub(S::Sub(v, p), rs, corr);

@@ -164,6 +164,51 @@ TEST_P(CpuIsaTest, HalfConversionsRoundLikeTheScalarFunctions) {
   }
 }
 
+// RMSNorm sums squares in float blocks and falls back to double where a
+// block's sum overflows float or comes near its denormals; with epsilon 0
+// and denormal inputs rstd itself exceeds the float range and every kind
+// takes the double output pass. Rows whose squares overflow float (1e25),
+// underflow (1e-30) or are denormal (1e-42), and an all-zero row, for
+// RMSNorm, LayerNorm (rows) and InstanceNorm (segments), against the
+// reference.
+TEST_P(CpuIsaTest, ExtremeMagnitudesWithZeroEpsilonMatchReference) {
+  std::vector<std::string> failures;
+  const float scales[] = {1e25f, 1e19f, 1e-30f, 1e-42f, 0.0f, 1.0f};
+  for (NormKind kind : {NormKind::kRmsNorm, NormKind::kLayerNorm, NormKind::kInstanceNorm}) {
+    for (DType dtype : kDTypes) {
+      for (DType out : kDTypes) {
+        CaseSpec spec;
+        spec.kind = kind;
+        spec.dtype = dtype;
+        spec.params = testing::ParamMode::kAffine;
+        spec.output_dtype = out;
+        const std::vector<int64_t> shape = kind == NormKind::kInstanceNorm ? std::vector<int64_t>{6, 1, 1100}
+                                                                           : std::vector<int64_t>{6, 1100};
+        spec.shape = shape;
+        ProblemCase c = testing::MakeRandomCase(spec, 91);
+        c.epsilon = 0.0f;
+        c.input = testing::OwnedTensor::Zeros(DType::kFloat32, shape);
+        for (int64_t i = 0; i < c.input.NumElements(); ++i) {
+          const float unit = 0.5f + static_cast<float>((i * 29) % 97) / 97.0f;
+          c.input.Set(i, (i % 3 == 0 ? -unit : unit) * scales[i / 1100]);
+        }
+        if (dtype != DType::kFloat32) {
+          // Half inputs cannot hold 1e25 or 1e-42: their rows take the dtype's
+          // own extremes (largest finite squares overflow float for neither,
+          // so only the zero and tiny rows reach the fallback there).
+          testing::OwnedTensor half = testing::OwnedTensor::Zeros(dtype, shape);
+          for (int64_t i = 0; i < half.NumElements(); ++i) half.Set(i, c.input.Get(i));
+          c.input = std::move(half);
+        }
+        c.name = std::string(NormKindName(kind)) + " extremes " + std::string(DTypeName(dtype)) + " -> " +
+                 std::string(DTypeName(out));
+        for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+      }
+    }
+  }
+  ExpectNoFailures(failures);
+}
+
 // Strict 1 ulp where beta cancels almost all of xhat * gamma, beyond the
 // harness's bound (which allows 1e-5 of the terms there, as float arithmetic
 // needs): the CPU backend recomputes such vectors in double and promises
