@@ -604,16 +604,8 @@ struct Kernels {
     prm.beta_f32 = p.beta.dtype == DType::kFloat32;
     prm.unit_offset = p.unit_offset;
     constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DIn));
-    const int64_t ahead_bytes = std::max(cols * kElem, kRowPrefetchMinBytes);
-    for (int64_t row = begin; row < end; ++row) {
+    auto stats = [&](int64_t row) NORMSERVE_LAMBDA_INLINE {
       const int64_t i0 = row * cols;
-      // Prefetches never fault, so running past the last row would be
-      // harmless; the last row of the range re-touches itself instead, to
-      // save the bandwidth.
-      const bool more = row + 1 < end;
-      const char* ahead = static_cast<const char*>(x) + i0 * kElem + (more ? ahead_bytes : 0);
-      const char* ahead_residual =
-          kResidual && more ? static_cast<const char*>(r) + i0 * kElem + ahead_bytes : nullptr;
       GroupTransform t;
       if constexpr (kRms) {
         const double sum_squares = RunSumSquares<DIn, kResidual>(x, r, h, i0, cols);
@@ -625,12 +617,34 @@ struct Kernels {
         const Moments m = RunMoments<DIn, kResidual>(x, r, h, i0, cols);
         t = MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
       }
+      return t;
+    };
+    // Software-pipelined by one row: the statistics of row + 1 are computed
+    // before the output pass of row, so the latency of a row's reductions,
+    // divisions and square root overlaps the other row's vector work rather
+    // than stalling it (short rows are dominated by that chain). Each row is
+    // still computed exactly as alone. The output pass prefetches the row
+    // after next, whose statistics come next.
+    const int64_t ahead_bytes = std::max(2 * cols * kElem, kRowPrefetchMinBytes);
+    GroupTransform t = stats(begin);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t i0 = row * cols;
+      GroupTransform next;
+      if (row + 1 < end) next = stats(row + 1);
+      // Prefetches never fault, so running past the last row would be
+      // harmless; the last rows of the range re-touch themselves instead,
+      // to save the bandwidth.
+      const bool more = row + 2 < end;
+      const char* ahead = static_cast<const char*>(x) + i0 * kElem + (more ? ahead_bytes : 0);
+      const char* ahead_residual =
+          kResidual && more ? static_cast<const char*>(r) + i0 * kElem + ahead_bytes : nullptr;
       if (prm.gamma != nullptr) prm.gamma_offset = pp.gamma_rows.Offset(row);
       if (prm.beta != nullptr) prm.beta_offset = pp.beta_rows.Offset(row);
       NormalizeRow<DIn, DOut>(normalized, p.out.output, i0, cols, t, prm, pp.stream_output, ahead,
                               ahead_residual);
       if (!kRms && p.out.mean != nullptr) p.out.mean[row] = t.mean_out;
       if (p.out.rstd != nullptr) p.out.rstd[row] = t.rstd_out;
+      t = next;
     }
   }
 
