@@ -117,20 +117,20 @@ class SessionImpl final : public NormalizeSession,
 
   void Send(v1::NormalizeRequest request, Callback done) override {
     std::unique_lock lock(mu_);
-    if (broken_ && !closed_) {
+    if (closed_ || writes_done_requested_) {
+      absl::Status s = closed_ && !final_status_.ok() ? final_status_
+                                                      : absl::FailedPreconditionError("the stream is closed");
+      lock.unlock();
+      done(s);
+      return;
+    }
+    if (broken_) {
       // The stream broke and its status is not known yet: OnDone answers this
       // request with it (UNAVAILABLE when the server is shutting down).
       if (inflight_.try_emplace(request.request_id(), std::move(done)).second) return;
       lock.unlock();
       done(absl::InvalidArgumentError(
           absl::StrCat("request_id ", request.request_id(), " is already in flight on this stream")));
-      return;
-    }
-    if (closed_ || broken_ || writes_done_requested_) {
-      absl::Status s = closed_ && !final_status_.ok() ? final_status_
-                                                      : absl::FailedPreconditionError("the stream is closed");
-      lock.unlock();
-      done(s);
       return;
     }
     const uint64_t id = request.request_id();

@@ -167,25 +167,25 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::NormalizeRequest,
       MaybeFinish(lock);
       return;
     }
+    // `hold` keeps the slot alive through this function even if its answer
+    // is written (and the slot dropped) by other threads meanwhile.
+    std::shared_ptr<Slot> hold;
+    Slot* slot = nullptr;
     {
+      // One critical section with the finished_ test: a Drain either
+      // finished the stream before (then this request is dropped, and the
+      // client answers it with the stream's UNAVAILABLE) or sees it counted
+      // in unanswered_ and waits for its answer.
       std::lock_guard<std::mutex> lock(mu_);
+      read_outstanding_ = false;
       if (finished_) {
-        // Drained and finished while this read was outstanding: the client
-        // sees the stream's UNAVAILABLE for this request.
-        read_outstanding_ = false;
         reading_.reset();
         return;
       }
-    }
-    // `hold` keeps the slot alive through this function even if its answer
-    // is written (and the slot dropped) by other threads meanwhile.
-    std::shared_ptr<Slot> hold(reading_.release());
-    Slot* slot = hold.get();
-    slot->arrival = Clock::now();
-    slot->response.set_request_id(slot->request.request_id());
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      read_outstanding_ = false;
+      hold.reset(reading_.release());
+      slot = hold.get();
+      slot->arrival = Clock::now();
+      slot->response.set_request_id(slot->request.request_id());
       slots_.emplace(slot, hold);
       ++unanswered_;
     }
