@@ -43,11 +43,12 @@ namespace {
 constexpr int64_t kMiB = int64_t{1} << 20;
 
 void Usage() {
-  std::fprintf(stderr,
-               "usage: normserve-kernel-bench [--backend cpu|cuda] [--kind K,...] [--dtype D,...]\n"
-               "         [--cols N,...] [--rows N,...] [--threads N,...] [--isa scalar|avx2|avx512|avx512_bf16]\n"
-               "         [--quick] [--reps N] [--max_ws BYTES[K|M|G]] [--no_peers] [--out FILE]\n"
-               "         [--git_commit SHA] [--date YYYY-MM-DD]\n");
+  std::fprintf(
+      stderr,
+      "usage: normserve-kernel-bench [--backend cpu|cuda] [--kind K,...] [--dtype D,...]\n"
+      "         [--cols N,...] [--rows N,...] [--threads N,...] [--isa scalar|avx2|avx512|avx512_bf16]\n"
+      "         [--quick] [--reps N] [--max_ws BYTES[K|M|G]] [--no_peers] [--out FILE]\n"
+      "         [--git_commit SHA] [--date YYYY-MM-DD]\n");
 }
 
 std::vector<std::string> SplitList(std::string_view s) {

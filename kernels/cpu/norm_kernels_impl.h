@@ -390,6 +390,13 @@ struct Kernels {
     return S::Narrow(lo, hi);
   }
 
+  // With epsilon 0 and a variance below about 1e-77 (denormal inputs), rstd
+  // exceeds the float range while the outputs do not: such groups take the
+  // double output pass throughout.
+  static bool RstdBeyondFloat(const GroupTransform& t) {
+    return !std::isfinite(t.rstd) && std::isfinite(t.rstd_wide);
+  }
+
   // The float output pass is accurate to a few float ulps of its largest
   // term, ((x - mean) * rstd) * g: the error is below 2^-22 of it (three
   // roundings before the last FMA). When beta cancels that term, the result
@@ -400,13 +407,6 @@ struct Kernels {
   // One ulp is at least 2^-8 (BFLOAT16) or 2^-11 (FLOAT16) of the result, so
   // k = 12 and k = 9 keep a factor of 4 in hand (subnormal FLOAT16 results
   // have a larger ulp, which only adds margin).
-  // With epsilon 0 and a variance below about 1e-77 (denormal inputs), rstd
-  // exceeds the float range while the outputs do not: such groups take the
-  // double output pass throughout.
-  static bool RstdBeyondFloat(const GroupTransform& t) {
-    return !std::isfinite(t.rstd) && std::isfinite(t.rstd_wide);
-  }
-
   template <DType DOut>
   static constexpr int kCancelLog2 = DOut == DType::kBFloat16 ? 12 : 9;
   template <DType DOut>
@@ -422,12 +422,18 @@ struct Kernels {
   // normal data) is written again by `careful(i, rest)`, which tests every
   // vector. The pass is elementwise, so rewriting a block changes only the
   // vectors that needed it. FLOAT32 outputs, and passes without beta, never
-  // need the fallback.
+  // need the fallback. With `all_careful` (RstdBeyondFloat) every vector
+  // goes through `careful`, which then takes the double pass.
   static constexpr int64_t kCheckBlock = 256;
   template <DType DOut, typename Fast, typename Careful>
   NORMSERVE_INLINE static void CheckedStoreLoop(void* y, int64_t i0, int64_t n, bool stream, bool has_beta,
-                                                Fast fast, Careful careful) {
+                                                bool all_careful, Fast fast, Careful careful) {
     using G = typename S::G;
+    if (all_careful) {
+      StoreLoop<DOut>(y, i0, n, stream,
+                      [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE { return careful(i, rest); });
+      return;
+    }
     if (!kWideOutput<DOut> || !has_beta) {
       G unused = S::GapInit();
       StoreLoop<DOut>(y, i0, n, stream,
@@ -479,14 +485,7 @@ struct Kernels {
     const void* const gamma_data = prm.gamma;
     const void* const beta_data = prm.beta;
     const int64_t gamma_offset = prm.gamma_offset, beta_offset = prm.beta_offset;
-    if (RstdBeyondFloat(t)) {
-      StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
-        const F gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, gamma_offset + i, rest) : one;
-        const F b = has_beta ? LoadParamSome<DIn>(beta_data, beta_f32, beta_offset + i, rest) : S::Zero();
-        return WideAffine(LoadSome<DIn>(x, i0 + i, rest), t, has_gamma, gamma, unit_offset, b);
-      });
-      return;
-    }
+    const bool wide = RstdBeyondFloat(t);
     constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DIn));
     // The float output of vector [i, i + rest), and its input, gamma and beta.
     auto result = [&](int64_t i, int rest, F* v_out, F* gamma_out, F* b_out) NORMSERVE_LAMBDA_INLINE {
@@ -505,7 +504,7 @@ struct Kernels {
       return has_gamma ? S::MulAdd(out, g, *b_out) : S::Add(out, *b_out);
     };
     CheckedStoreLoop<DOut>(
-        y, i0, n, stream, has_beta,
+        y, i0, n, stream, has_beta, wide,
         [&](int64_t i, int rest, typename S::G* gap) NORMSERVE_LAMBDA_INLINE {
           __builtin_prefetch(ahead + i * kElem, 0, 3);
           if (ahead_residual != nullptr) __builtin_prefetch(ahead_residual + i * kElem, 0, 3);
@@ -517,7 +516,7 @@ struct Kernels {
         [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
           F v, gamma, b;
           const F y_vec = result(i, rest, &v, &gamma, &b);
-          if (Cancels<DOut>(y_vec, b)) return WideAffine(v, t, has_gamma, gamma, unit_offset, b);
+          if (wide || Cancels<DOut>(y_vec, b)) return WideAffine(v, t, has_gamma, gamma, unit_offset, b);
           return y_vec;
         });
   }
@@ -529,12 +528,7 @@ struct Kernels {
                                bool has_gamma, double gamma, bool has_beta, double beta, bool stream) {
     const F p = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction);
     const F g = S::Set1(static_cast<float>(gamma)), b = S::Set1(static_cast<float>(beta));
-    if (RstdBeyondFloat(t)) {
-      StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
-        return WideSegment(LoadSome<DIn>(x, i0 + i, rest), t, has_gamma, gamma, has_beta ? beta : 0.0);
-      });
-      return;
-    }
+    const bool wide = RstdBeyondFloat(t);
     auto result = [&](int64_t i, int rest, F* v_out) NORMSERVE_LAMBDA_INLINE {
       const F v = LoadSome<DIn>(x, i0 + i, rest);
       const F out = S::MulSub(S::Sub(v, p), rs, corr);
@@ -548,7 +542,7 @@ struct Kernels {
     auto y_of = [&](F y_vec, int rest)
                     NORMSERVE_LAMBDA_INLINE { return rest == W ? y_vec : S::KeepFirst(y_vec, rest); };
     CheckedStoreLoop<DOut>(
-        y, i0, n, stream, has_beta,
+        y, i0, n, stream, has_beta, wide,
         [&](int64_t i, int rest, typename S::G* gap) NORMSERVE_LAMBDA_INLINE {
           F v;
           const F y_vec = result(i, rest, &v);
@@ -558,7 +552,9 @@ struct Kernels {
         [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
           F v;
           const F y_vec = result(i, rest, &v);
-          if (Cancels<DOut>(y_of(y_vec, rest), b_of(rest))) return WideSegment(v, t, has_gamma, gamma, beta);
+          if (wide || Cancels<DOut>(y_of(y_vec, rest), b_of(rest))) {
+            return WideSegment(v, t, has_gamma, gamma, has_beta ? beta : 0.0);
+          }
           return y_vec;
         });
   }

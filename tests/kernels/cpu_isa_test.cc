@@ -120,16 +120,23 @@ std::vector<uint32_t> ConversionPatterns() {
   return nonzero;
 }
 
+// A random case with FLOAT32 gamma and beta (ParamMode::kAffine).
+ProblemCase AffineCase(NormKind kind, DType dtype, DType out, std::vector<int64_t> shape, uint64_t seed,
+                       int num_groups = 1) {
+  CaseSpec spec;
+  spec.kind = kind;
+  spec.dtype = dtype;
+  spec.params = testing::ParamMode::kAffine;
+  spec.output_dtype = out;
+  spec.shape = std::move(shape);
+  spec.num_groups = num_groups;
+  return testing::MakeRandomCase(spec, seed);
+}
+
 void ExpectConversionsMatch(CpuBackend& backend, const std::vector<uint32_t>& patterns) {
   const int64_t cols = static_cast<int64_t>(patterns.size());
   for (DType out : {DType::kFloat16, DType::kBFloat16}) {
-    CaseSpec spec;
-    spec.kind = NormKind::kLayerNorm;
-    spec.dtype = DType::kFloat32;
-    spec.params = testing::ParamMode::kAffine;
-    spec.output_dtype = out;
-    spec.shape = {1, cols};
-    ProblemCase c = testing::MakeRandomCase(spec, 9);
+    ProblemCase c = AffineCase(NormKind::kLayerNorm, DType::kFloat32, out, {1, cols}, 9);
     for (int64_t i = 0; i < cols; ++i) {
       c.gamma.Set(i, 0.0f);
       c.beta.Set(i, BitsToFloat(patterns[static_cast<size_t>(i)]));
@@ -177,15 +184,9 @@ TEST_P(CpuIsaTest, ExtremeMagnitudesWithZeroEpsilonMatchReference) {
   for (NormKind kind : {NormKind::kRmsNorm, NormKind::kLayerNorm, NormKind::kInstanceNorm}) {
     for (DType dtype : kDTypes) {
       for (DType out : kDTypes) {
-        CaseSpec spec;
-        spec.kind = kind;
-        spec.dtype = dtype;
-        spec.params = testing::ParamMode::kAffine;
-        spec.output_dtype = out;
         const std::vector<int64_t> shape = kind == NormKind::kInstanceNorm ? std::vector<int64_t>{6, 1, 1100}
                                                                            : std::vector<int64_t>{6, 1100};
-        spec.shape = shape;
-        ProblemCase c = testing::MakeRandomCase(spec, 91);
+        ProblemCase c = AffineCase(kind, dtype, out, shape, 91);
         c.epsilon = 0.0f;
         c.input = testing::OwnedTensor::Zeros(DType::kFloat32, shape);
         for (int64_t i = 0; i < c.input.NumElements(); ++i) {
@@ -244,13 +245,7 @@ TEST_P(CpuIsaTest, CancellingBetaStaysWithinOneUlp) {
   std::vector<std::string> failures;
   for (DType out : {DType::kFloat16, DType::kBFloat16}) {
     {
-      CaseSpec spec;
-      spec.kind = NormKind::kLayerNorm;
-      spec.dtype = DType::kFloat32;
-      spec.params = testing::ParamMode::kAffine;
-      spec.output_dtype = out;
-      spec.shape = {1, 1000};
-      ProblemCase c = testing::MakeRandomCase(spec, 77);
+      ProblemCase c = AffineCase(NormKind::kLayerNorm, DType::kFloat32, out, {1, 1000}, 77);
       c.name = std::string("LayerNorm cancelling, ") + std::string(DTypeName(out));
       // The terms, from the reference with beta = 0 and a FLOAT32 output.
       ProblemCase terms = c;
@@ -263,14 +258,8 @@ TEST_P(CpuIsaTest, CancellingBetaStaysWithinOneUlp) {
       for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
     }
     {
-      CaseSpec spec;
-      spec.kind = NormKind::kGroupNorm;
-      spec.dtype = DType::kFloat32;
-      spec.params = testing::ParamMode::kAffine;
-      spec.output_dtype = out;
-      spec.shape = {2, 4, 100};
-      spec.num_groups = 2;
-      ProblemCase c = testing::MakeRandomCase(spec, 78);
+      ProblemCase c =
+          AffineCase(NormKind::kGroupNorm, DType::kFloat32, out, {2, 4, 100}, 78, /*num_groups=*/2);
       c.name = std::string("GroupNorm cancelling, ") + std::string(DTypeName(out));
       for (int64_t i = 0; i < c.input.NumElements(); ++i) {
         const int64_t channel = (i / 100) % 4;
