@@ -50,6 +50,7 @@ std::string RecordToJson(const BenchRecord& r) {
   s += ",\"cols\":" + std::to_string(r.cols);
   s += ",\"threads\":" + std::to_string(r.threads);
   s += ",\"isa\":" + Quote(r.isa);
+  if (!r.stores.empty()) s += ",\"stores\":" + Quote(r.stores);
   s += ",\"device\":" + Quote(r.device);
   s += ",\"seconds\":" + Number(r.seconds);
   s += ",\"gbps\":" + Number(r.gbps);

@@ -23,6 +23,8 @@ struct BenchOptions {
   std::vector<int> threads;
   // CPU instruction set ("scalar", "avx2", "avx512", "avx512_bf16"); empty = best available.
   std::string isa;
+  // CPU output stores ("auto", "cached", "streaming"); empty = the backend's default.
+  std::string stores;
   // A small grid that finishes in under a minute.
   bool quick = false;
   // Largest working set (input + output bytes) per case; 0 = backend default
@@ -45,6 +47,7 @@ struct BenchRecord {
   int64_t cols = 0;
   int threads = 0;          // CPU threads; 0 on the GPU
   std::string isa;          // CPU ISA, empty on the GPU
+  std::string stores;       // CPU store mode (CpuStoresName), empty on the GPU
   std::string device;       // CPU model or GPU name
   double seconds = 0;       // median seconds per call
   double gbps = 0;          // bytes moved / seconds / 1e9

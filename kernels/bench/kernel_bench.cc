@@ -47,7 +47,8 @@ void Usage() {
       stderr,
       "usage: normserve-kernel-bench [--backend cpu|cuda] [--kind K,...] [--dtype D,...]\n"
       "         [--cols N,...] [--rows N,...] [--threads N,...] [--isa scalar|avx2|avx512|avx512_bf16]\n"
-      "         [--quick] [--reps N] [--max_ws BYTES[K|M|G]] [--no_peers] [--out FILE]\n"
+      "         [--stores auto|cached|streaming] [--quick] [--reps N] [--max_ws BYTES[K|M|G]] [--no_peers] "
+      "[--out FILE]\n"
       "         [--git_commit SHA] [--date YYYY-MM-DD]\n");
 }
 
@@ -213,6 +214,11 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
     std::fprintf(stderr, "normserve-kernel-bench: unknown --isa %s\n", options.isa.c_str());
     return 2;
   }
+  CpuStores stores = CpuStores::kAuto;
+  if (!options.stores.empty() && !ParseCpuStores(options.stores, &stores)) {
+    std::fprintf(stderr, "normserve-kernel-bench: unknown --stores %s\n", options.stores.c_str());
+    return 2;
+  }
   const std::string device = CpuModel();
   const std::string peer_name = options.peers ? OneDnnPeerName() : "";
   std::fprintf(stderr, "normserve-kernel-bench: %s, LLC %lld MiB, working set up to %lld MiB, %d reps\n",
@@ -225,6 +231,7 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
     CpuBackendOptions backend_options;
     backend_options.threads = threads;
     backend_options.max_isa = max_isa;
+    backend_options.stores = stores;
     CpuBackend backend(backend_options);
     cpu::ThreadPool copy_pool(threads);
     const std::string isa(CpuIsaName(backend.isa()));
@@ -272,6 +279,7 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
             r.cols = cols;
             r.threads = backend.threads();
             r.isa = isa;
+            r.stores = std::string(CpuStoresName(backend.stores()));
             r.device = device;
             r.in_cache = data_bytes < 4 * llc;
             r.git_commit = options.git_commit;
@@ -326,9 +334,9 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
 }  // namespace normserve::kernels::bench
 
 int main(int argc, char** argv) {
-  static constexpr std::string_view kValueFlags[] = {"--backend", "--out",     "--isa",   "--git_commit",
-                                                     "--date",    "--kind",    "--dtype", "--cols",
-                                                     "--rows",    "--threads", "--reps",  "--max_ws"};
+  static constexpr std::string_view kValueFlags[] = {
+      "--backend", "--out",  "--isa",     "--git_commit", "--date",   "--kind",  "--dtype",
+      "--cols",    "--rows", "--threads", "--reps",       "--max_ws", "--stores"};
   using namespace normserve::kernels;
   using namespace normserve::kernels::bench;
   BenchOptions options;
@@ -373,6 +381,8 @@ int main(int argc, char** argv) {
       out_path = value;
     } else if (arg == "--isa") {
       options.isa = value;
+    } else if (arg == "--stores") {
+      options.stores = value;
     } else if (arg == "--git_commit") {
       options.git_commit = value;
     } else if (arg == "--date") {

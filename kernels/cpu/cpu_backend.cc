@@ -56,6 +56,28 @@ bool ParseCpuIsa(std::string_view name, CpuIsa* out) {
   return false;
 }
 
+std::string_view CpuStoresName(CpuStores stores) {
+  switch (stores) {
+    case CpuStores::kAuto:
+      return "auto";
+    case CpuStores::kCached:
+      return "cached";
+    case CpuStores::kStreaming:
+      return "streaming";
+  }
+  return "unknown";
+}
+
+bool ParseCpuStores(std::string_view name, CpuStores* out) {
+  for (CpuStores stores : {CpuStores::kAuto, CpuStores::kCached, CpuStores::kStreaming}) {
+    if (CpuStoresName(stores) == name) {
+      *out = stores;
+      return true;
+    }
+  }
+  return false;
+}
+
 CpuIsa DetectCpuIsa() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
@@ -109,9 +131,11 @@ namespace {
 constexpr int64_t kMinBytesPerPart = int64_t{64} << 10;
 constexpr int kPartsPerThread = 4;
 
-// Outputs of a Run() above this size are written with non-temporal stores:
-// they are far larger than the L2 caches, so caching them would only cost a
-// read of every output line first (and evict the inputs of the next rows).
+// Outputs of a Run() above this size may be written with non-temporal stores
+// (CpuStores): they are far larger than the L2 caches, so caching them costs
+// a read of every output line first (and evicts the inputs of the next rows).
+// Whether that read costs more than the stores' back-pressure on the kernel
+// depends on the arithmetic per byte: kAuto streams FLOAT32 outputs only.
 constexpr int64_t kStreamOutputBytes = int64_t{16} << 20;
 
 // Non-temporal stores are weakly ordered; this makes them visible before a
@@ -163,6 +187,16 @@ CpuIsa ChooseIsa(CpuIsa max_isa) {
   return isa;
 }
 
+CpuStores ChooseStores(CpuStores stores) {
+  if (const char* env = std::getenv("NORMSERVE_CPU_STORES"); env != nullptr && *env != '\0') {
+    if (!ParseCpuStores(env, &stores)) {
+      std::fprintf(stderr,
+                   "normserve: ignoring NORMSERVE_CPU_STORES=%s (expected auto, cached or streaming)\n", env);
+    }
+  }
+  return stores;
+}
+
 // Bytes read and written per element of a problem (parameters not counted).
 int64_t BytesPerElement(const NormProblem& p) {
   int64_t bytes = static_cast<int64_t>(DTypeSize(p.input.dtype) + DTypeSize(p.output_dtype));
@@ -205,6 +239,7 @@ void ForEachPieceOfPart(const std::vector<WorkItem>& items, int64_t total, int p
 struct CpuBackend::Impl {
   explicit Impl(const CpuBackendOptions& options)
       : isa(ChooseIsa(options.max_isa)),
+        stores(ChooseStores(options.stores)),
         table(cpu::GetKernelTable(isa)),
         pool(options.threads > 0 ? options.threads : AvailableCores()),
         model(CpuModelName()) {}
@@ -240,6 +275,7 @@ struct CpuBackend::Impl {
   }
 
   const CpuIsa isa;
+  const CpuStores stores;
   const cpu::KernelTable& table;
   cpu::ThreadPool pool;
   const std::string model;
@@ -249,6 +285,7 @@ CpuBackend::CpuBackend(const CpuBackendOptions& options) : impl_(std::make_uniqu
 CpuBackend::~CpuBackend() = default;
 
 CpuIsa CpuBackend::isa() const { return impl_->isa; }
+CpuStores CpuBackend::stores() const { return impl_->stores; }
 int CpuBackend::threads() const { return impl_->pool.threads(); }
 
 std::string CpuBackend::device_description() const {
@@ -339,7 +376,12 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
     output_bytes +=
         problems[i].input.NumElements() * static_cast<int64_t>(DTypeSize(problems[i].output_dtype));
   }
-  for (cpu::PreparedProblem& pp : prepared) pp.stream_output = output_bytes >= kStreamOutputBytes;
+  if (output_bytes >= kStreamOutputBytes) {
+    for (cpu::PreparedProblem& pp : prepared) {
+      pp.stream_output = impl_->stores == CpuStores::kStreaming ||
+                         (impl_->stores == CpuStores::kAuto && pp.problem->output_dtype == DType::kFloat32);
+    }
+  }
 
   items.assign(count, WorkItem{});
   int64_t cost = 0;

@@ -21,7 +21,7 @@
 //   rows with a large offset (40000 + i) accurate to the FLOAT32 bound.
 // - When beta cancels most of (x - mean) * rstd * gamma, 1 ulp of the tiny
 //   FLOAT16 / BFLOAT16 result is beyond float arithmetic on the terms: such
-//   vectors are detected and recomputed in double (Cancels below). FLOAT32
+//   elements are detected and recomputed in double (Cancels below). FLOAT32
 //   outputs have an absolute bound near zero and never need it.
 // - A group with NaN or Inf gets NaN statistics and outputs.
 // - The reduction order depends only on the group length, never on the rows
@@ -401,7 +401,7 @@ struct Kernels {
   // term, ((x - mean) * rstd) * g: the error is below 2^-22 of it (three
   // roundings before the last FMA). When beta cancels that term, the result
   // can be so much smaller that this exceeds 1 ulp of a FLOAT16 or BFLOAT16
-  // result; such vectors are recomputed in double. The test is on beta,
+  // result; such elements are recomputed in double. The test is on beta,
   // which needs no extra multiply: where |beta| <= 2^k |result|, |term| <=
   // (2^k + 1) |result|, so the error stays below 2^(k-22) of the result.
   // One ulp is at least 2^-8 (BFLOAT16) or 2^-11 (FLOAT16) of the result, so
@@ -412,6 +412,14 @@ struct Kernels {
   template <DType DOut>
   NORMSERVE_INLINE static bool Cancels(F result, F beta) {
     return S::GapAbove(S::GapMax(S::GapInit(), result, beta), kCancelLog2<DOut>);
+  }
+  // The lanes of `result` that cancel replaced by those of wide(): the
+  // choice is per element, so which elements share a vector (it depends on
+  // the output's alignment with non-temporal stores) never changes a value.
+  template <DType DOut, typename Wide>
+  NORMSERVE_INLINE static F FixCancelling(F result, F beta, Wide wide) {
+    if (!Cancels<DOut>(result, beta)) return result;
+    return S::SelectGapAbove(wide(), result, result, beta, kCancelLog2<DOut>);
   }
 
   // StoreLoop for the output passes that may need the double fallback. A
@@ -516,8 +524,9 @@ struct Kernels {
         [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
           F v, gamma, b;
           const F y_vec = result(i, rest, &v, &gamma, &b);
-          if (wide || Cancels<DOut>(y_vec, b)) return WideAffine(v, t, has_gamma, gamma, unit_offset, b);
-          return y_vec;
+          auto in_double = [&]() { return WideAffine(v, t, has_gamma, gamma, unit_offset, b); };
+          if (wide) return in_double();
+          return FixCancelling<DOut>(y_vec, b, in_double);
         });
   }
 
@@ -552,10 +561,9 @@ struct Kernels {
         [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
           F v;
           const F y_vec = result(i, rest, &v);
-          if (wide || Cancels<DOut>(y_of(y_vec, rest), b_of(rest))) {
-            return WideSegment(v, t, has_gamma, gamma, has_beta ? beta : 0.0);
-          }
-          return y_vec;
+          auto in_double = [&]() { return WideSegment(v, t, has_gamma, gamma, has_beta ? beta : 0.0); };
+          if (wide) return in_double();
+          return FixCancelling<DOut>(y_of(y_vec, rest), b_of(rest), in_double);
         });
   }
 

@@ -70,6 +70,11 @@ struct Avx2Simd {
     const __m256i above = _mm256_cmpgt_epi32(gap, _mm256_set1_epi32(log2 << 23));
     return _mm256_movemask_epi8(above) != 0;
   }
+  static F SelectGapAbove(F above, F below, F result, F shift, int log2) {
+    const __m256i gap = GapMax(GapInit(), result, shift);
+    const __m256i mask = _mm256_cmpgt_epi32(gap, _mm256_set1_epi32(log2 << 23));
+    return _mm256_blendv_ps(below, above, _mm256_castsi256_ps(mask));
+  }
   static F SelectFirst(F v, F fallback, int n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);

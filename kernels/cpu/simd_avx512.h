@@ -81,6 +81,12 @@ struct Avx512SimdT {
     return _mm512_max_epi32(gap, _mm512_sub_epi32(s, r));
   }
   static bool GapAbove(G gap, int log2) { return _mm512_reduce_max_epi32(gap) > (log2 << 23); }
+  // Per lane: `above` where |shift| > 2^log2 |result| (the test of GapMax /
+  // GapAbove), `below` elsewhere.
+  static F SelectGapAbove(F above, F below, F result, F shift, int log2) {
+    const __m512i gap = GapMax(GapInit(), result, shift);
+    return _mm512_mask_mov_ps(below, _mm512_cmpgt_epi32_mask(gap, _mm512_set1_epi32(log2 << 23)), above);
+  }
   static F SelectFirst(F v, F fallback, int n) { return _mm512_mask_mov_ps(fallback, FirstLanes(n), v); }
 
   static __m256i FloatToBFloat16x16(F v) {

@@ -54,6 +54,9 @@ struct ScalarSimd {
     return std::max(gap, r == 0.0f ? std::numeric_limits<float>::infinity() : s / r);
   }
   static bool GapAbove(G gap, int log2) { return gap > std::ldexp(1.0f, log2); }
+  static F SelectGapAbove(F above, F below, F result, F shift, int log2) {
+    return GapAbove(GapMax(GapInit(), result, shift), log2) ? above : below;
+  }
   // Lanes below n from v, the rest from fallback.
   static F SelectFirst(F v, F fallback, int n) { return n > 0 ? v : fallback; }
 

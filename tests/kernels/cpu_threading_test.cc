@@ -2,6 +2,7 @@
 // and 4 threads and for any batch composition, Run() is safe from many
 // threads at once, and the outputs still match the float64 reference.
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -167,17 +168,49 @@ TEST(CpuThreading, ConcurrentRunsFromManyThreads) {
   for (int t = 0; t < kCallers; ++t) EXPECT_EQ(mismatches[static_cast<size_t>(t)], 0) << "caller " << t;
 }
 
-// Outputs of 16 MiB and more are written with non-temporal stores; rows with
-// an odd length start at every alignment.
+// Outputs of 16 MiB and more may be written with non-temporal stores (every
+// dtype with CpuStores::kStreaming, FLOAT32 with kAuto); rows with an odd
+// length start at every alignment. Every store mode gives the same bits.
 TEST(CpuThreading, StreamedOutputsMatchReferenceAndRowsAlone) {
-  CpuBackend backend(Threads(2));
-  CaseSpec spec;
-  spec.dtype = DType::kFloat32;
-  spec.params = testing::ParamMode::kAffine;
-  spec.shape = {1031, 4097};
-  ProblemCase c = testing::MakeRandomCase(spec, 17);
-  for (const std::string& f : testing::CompareToReference(backend, c)) ADD_FAILURE() << f;
-  for (const std::string& f : testing::CheckBatchInvariance(backend, c, 17, 3)) ADD_FAILURE() << f;
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    CaseSpec spec;
+    spec.dtype = dtype;
+    spec.params = testing::ParamMode::kAffine;
+    // At least 16 MiB of output in every dtype.
+    spec.shape = {dtype == DType::kFloat32 ? int64_t{1031} : int64_t{2063}, 4097};
+    ProblemCase c = testing::MakeRandomCase(spec, 17);
+    CpuBackendOptions streaming = Threads(2);
+    streaming.stores = CpuStores::kStreaming;
+    CpuBackend backend(streaming);
+    for (const std::string& f : testing::CompareToReference(backend, c)) ADD_FAILURE() << f;
+    for (const std::string& f : testing::CheckBatchInvariance(backend, c, 17, 3)) ADD_FAILURE() << f;
+    const std::vector<uint8_t> want = RunCase(backend, c);
+    for (CpuStores stores : {CpuStores::kAuto, CpuStores::kCached}) {
+      CpuBackendOptions options = Threads(2);
+      options.stores = stores;
+      CpuBackend other(options);
+      EXPECT_TRUE(RunCase(other, c) == want) << CpuStoresName(stores) << " stores differ from streaming";
+    }
+  }
+}
+
+TEST(CpuThreading, StoreModeNamesAndEnvironment) {
+  for (CpuStores stores : {CpuStores::kAuto, CpuStores::kCached, CpuStores::kStreaming}) {
+    CpuStores parsed;
+    ASSERT_TRUE(ParseCpuStores(CpuStoresName(stores), &parsed));
+    EXPECT_EQ(parsed, stores);
+  }
+  CpuStores parsed = CpuStores::kCached;
+  EXPECT_FALSE(ParseCpuStores("nontemporal", &parsed));
+  EXPECT_EQ(parsed, CpuStores::kCached);
+  EXPECT_EQ(CpuBackend(Threads(1)).stores(), CpuStores::kAuto);
+  ASSERT_EQ(setenv("NORMSERVE_CPU_STORES", "streaming", 1), 0);
+  EXPECT_EQ(CpuBackend(Threads(1)).stores(), CpuStores::kStreaming);
+  // An unknown name is ignored, not an error.
+  ASSERT_EQ(setenv("NORMSERVE_CPU_STORES", "nontemporal", 1), 0);
+  EXPECT_EQ(CpuBackend(Threads(1)).stores(), CpuStores::kAuto);
+  ASSERT_EQ(unsetenv("NORMSERVE_CPU_STORES"), 0);
 }
 
 // A tiny request and an empty batch run without touching the pool.

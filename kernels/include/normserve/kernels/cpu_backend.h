@@ -24,6 +24,17 @@ bool ParseCpuIsa(std::string_view name, CpuIsa* out);
 // The best instruction set this CPU and build support.
 CpuIsa DetectCpuIsa();
 
+// How the outputs of large Run() calls (16 MiB and more) are written.
+// kStreaming: non-temporal stores, which skip the read of each output line
+// that a cached store makes first. kCached: ordinary stores. kAuto:
+// streaming for FLOAT32 outputs, cached for FLOAT16 / BFLOAT16 outputs, whose
+// kernels do more arithmetic per byte; non-temporal stores held those back
+// on the machine this was measured on (docs/cpu-performance.md).
+enum class CpuStores : int { kAuto = 0, kCached = 1, kStreaming = 2 };
+
+std::string_view CpuStoresName(CpuStores stores);  // "auto", "cached", "streaming"
+bool ParseCpuStores(std::string_view name, CpuStores* out);
+
 struct CpuBackendOptions {
   // Worker threads, including the calling thread. 0: the cores available to the process.
   int threads = 0;
@@ -31,6 +42,9 @@ struct CpuBackendOptions {
   // The environment variable NORMSERVE_CPU_ISA (scalar|avx2|avx512|avx512_bf16)
   // lowers it too.
   CpuIsa max_isa = CpuIsa::kAvx512Bf16;
+  // The environment variable NORMSERVE_CPU_STORES (auto|cached|streaming)
+  // overrides it.
+  CpuStores stores = CpuStores::kAuto;
 };
 
 class CpuBackend final : public Backend {
@@ -44,8 +58,9 @@ class CpuBackend final : public Backend {
   std::string device_description() const override;
   KernelStatus Run(const NormProblem* problems, size_t count) override;
 
-  // The instruction set and thread count in use.
+  // The instruction set, store mode and thread count in use.
   CpuIsa isa() const;
+  CpuStores stores() const;
   int threads() const;
 
  private:
