@@ -80,7 +80,11 @@ struct Avx512SimdT {
     const __m512i s = _mm512_and_si512(_mm512_castps_si512(shift), magnitude);
     return _mm512_max_epi32(gap, _mm512_sub_epi32(s, r));
   }
-  static bool GapAbove(G gap, int log2) { return _mm512_reduce_max_epi32(gap) > (log2 << 23); }
+  // A compare into a mask, not a reduction: the test ends every 256-element
+  // block of the output pass, where a reduction's latency chain stalled it.
+  static bool GapAbove(G gap, int log2) {
+    return _mm512_cmpgt_epi32_mask(gap, _mm512_set1_epi32(log2 << 23)) != 0;
+  }
   // Per lane: `above` where |shift| > 2^log2 |result| (the test of GapMax /
   // GapAbove), `below` elsewhere.
   static F SelectGapAbove(F above, F below, F result, F shift, int log2) {
@@ -128,7 +132,7 @@ struct Avx512SimdT {
     } else {
       if constexpr (kNativeBf16) {
         // fpclass 0x20: denormal.
-        if (_mm512_fpclass_ps_mask(v, 0x20) == 0) return (__m256i)_mm512_cvtneps_pbh(v);
+        if (__builtin_expect(_mm512_fpclass_ps_mask(v, 0x20) == 0, 1)) return (__m256i)_mm512_cvtneps_pbh(v);
       }
       return FloatToBFloat16x16(v);
     }
