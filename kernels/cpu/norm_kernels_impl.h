@@ -64,6 +64,11 @@ constexpr int64_t kPrefetchBytes = 16 << 10;
 // KiB at the start of each row, the previous scheme, against this).
 constexpr int64_t kRowPrefetchMinBytes = 4 << 10;
 
+// LAYER/RMS rows of at most this many input bytes go through the statistics
+// kShortRowGroup at a time (Kernels::LayerRows).
+constexpr int64_t kShortRowBytes = 2 << 10;
+constexpr int64_t kShortRowGroup = 4;
+
 NORMSERVE_INLINE void PrefetchSpan(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
   for (int64_t off = 0; off < std::min(bytes, kPrefetchBytes); off += 64) __builtin_prefetch(c + off, 0, 2);
@@ -623,32 +628,43 @@ struct Kernels {
       }
       return t;
     };
-    // Software-pipelined by one row: the statistics of row + 1 are computed
-    // before the output pass of row, so the latency of a row's reductions,
-    // divisions and square root overlaps the other row's vector work rather
-    // than stalling it (short rows are dominated by that chain). Each row is
-    // still computed exactly as alone. The output pass prefetches the row
-    // after next, whose statistics come next.
-    const int64_t ahead_bytes = std::max(2 * cols * kElem, kRowPrefetchMinBytes);
-    GroupTransform t = stats(begin);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t i0 = row * cols;
-      GroupTransform next;
-      if (row + 1 < end) next = stats(row + 1);
-      // Prefetches never fault, so running past the last row would be
-      // harmless; the last rows of the range re-touch themselves instead,
-      // to save the bandwidth.
-      const bool more = row + 2 < end;
-      const char* ahead = static_cast<const char*>(x) + i0 * kElem + (more ? ahead_bytes : 0);
-      const char* ahead_residual =
-          kResidual && more ? static_cast<const char*>(r) + i0 * kElem + ahead_bytes : nullptr;
-      if (prm.gamma != nullptr) prm.gamma_offset = pp.gamma_rows.Offset(row);
-      if (prm.beta != nullptr) prm.beta_offset = pp.beta_rows.Offset(row);
-      NormalizeRow<DIn, DOut>(normalized, p.out.output, i0, cols, t, prm, pp.stream_output, ahead,
-                              ahead_residual);
-      if (!kRms && p.out.mean != nullptr) p.out.mean[row] = t.mean_out;
-      if (p.out.rstd != nullptr) p.out.rstd[row] = t.rstd_out;
-      t = next;
+    // Software-pipelined by a group of rows: the statistics of the next
+    // group are computed before the output passes of this one, so the
+    // latency of a row's reductions, divisions and square root overlaps other
+    // rows' vector work rather than stalling it. Short rows, where that chain
+    // costs as much as the vector work, go four to a group: their chains are
+    // independent and run side by side. Each row is still computed exactly as
+    // alone; the group size depends only on the row length. The output
+    // passes prefetch the group after next.
+    const int64_t group = cols * kElem <= kShortRowBytes ? kShortRowGroup : 1;
+    const int64_t ahead_bytes = std::max(2 * group * cols * kElem, kRowPrefetchMinBytes);
+    GroupTransform cur[kShortRowGroup], next[kShortRowGroup];
+    auto group_stats = [&](int64_t first, GroupTransform* out) NORMSERVE_LAMBDA_INLINE {
+      const int64_t last = std::min(end, first + group);
+      for (int64_t row = first; row < last; ++row) out[row - first] = stats(row);
+    };
+    group_stats(begin, cur);
+    for (int64_t first = begin; first < end; first += group) {
+      if (first + group < end) group_stats(first + group, next);
+      const int64_t last = std::min(end, first + group);
+      for (int64_t row = first; row < last; ++row) {
+        const int64_t i0 = row * cols;
+        const GroupTransform& t = cur[row - first];
+        // Prefetches never fault, so running past the last row would be
+        // harmless; the last groups of the range re-touch themselves
+        // instead, to save the bandwidth.
+        const bool more = first + 2 * group < end;
+        const char* ahead = static_cast<const char*>(x) + i0 * kElem + (more ? ahead_bytes : 0);
+        const char* ahead_residual =
+            kResidual && more ? static_cast<const char*>(r) + i0 * kElem + ahead_bytes : nullptr;
+        if (prm.gamma != nullptr) prm.gamma_offset = pp.gamma_rows.Offset(row);
+        if (prm.beta != nullptr) prm.beta_offset = pp.beta_rows.Offset(row);
+        NormalizeRow<DIn, DOut>(normalized, p.out.output, i0, cols, t, prm, pp.stream_output, ahead,
+                                ahead_residual);
+        if (!kRms && p.out.mean != nullptr) p.out.mean[row] = t.mean_out;
+        if (p.out.rstd != nullptr) p.out.rstd[row] = t.rstd_out;
+      }
+      std::copy(next, next + group, cur);
     }
   }
 
