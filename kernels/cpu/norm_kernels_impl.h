@@ -108,7 +108,14 @@ struct GroupTransform {
   double rstd_wide = 0;
 };
 
-inline GroupTransform MakeTransform(double mean, double var, bool finite, float epsilon) {
+// 1 / sqrt(var + epsilon), var clamped at 0.
+inline double RstdOf(double var, float epsilon) {
+  return 1.0 / std::sqrt(std::max(0.0, var) + static_cast<double>(epsilon));
+}
+
+// With rstd = RstdOf(var, epsilon), computed by the caller (LayerRows does
+// several rows' at once; IEEE division and square root give the same bits).
+inline GroupTransform MakeTransformWithRstd(double mean, double var, double rstd, bool finite) {
   GroupTransform t;
   if (!finite) {
     t.pivot = t.rstd = t.correction = t.mean_out = t.rstd_out = t.variance_out = kFloatNaN;
@@ -116,7 +123,6 @@ inline GroupTransform MakeTransform(double mean, double var, bool finite, float 
     return t;
   }
   var = std::max(0.0, var);
-  const double rstd = 1.0 / std::sqrt(var + static_cast<double>(epsilon));
   t.pivot = static_cast<float>(mean);
   t.rstd = static_cast<float>(rstd);
   t.correction = static_cast<float>((mean - static_cast<double>(t.pivot)) * rstd);
@@ -126,6 +132,10 @@ inline GroupTransform MakeTransform(double mean, double var, bool finite, float 
   t.mean_wide = mean;
   t.rstd_wide = rstd;
   return t;
+}
+
+inline GroupTransform MakeTransform(double mean, double var, bool finite, float epsilon) {
+  return MakeTransformWithRstd(mean, var, finite ? RstdOf(var, epsilon) : 0.0, finite);
 }
 
 // gamma[i], plus 1 with unit_offset (exact in double).
@@ -613,20 +623,25 @@ struct Kernels {
     prm.beta_f32 = p.beta.dtype == DType::kFloat32;
     prm.unit_offset = p.unit_offset;
     constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DIn));
-    auto stats = [&](int64_t row) NORMSERVE_LAMBDA_INLINE {
+    // Mean and variance of a row (RMS: 0 and the mean square), and whether they are finite.
+    struct RowMoments {
+      double mean = 0, var = 0;
+      bool finite = false;
+    };
+    auto moments = [&](int64_t row) NORMSERVE_LAMBDA_INLINE {
       const int64_t i0 = row * cols;
-      GroupTransform t;
+      RowMoments m;
       if constexpr (kRms) {
         const double sum_squares = RunSumSquares<DIn, kResidual>(x, r, h, i0, cols);
-        t = MakeTransform(0.0, sum_squares / static_cast<double>(cols), std::isfinite(sum_squares),
-                          p.epsilon);
-        // RMS does not center: the pivot and correction are exactly zero.
-        if (std::isfinite(sum_squares)) t.pivot = t.correction = 0.0f;
+        m.var = sum_squares / static_cast<double>(cols);
+        m.finite = std::isfinite(sum_squares);
       } else {
-        const Moments m = RunMoments<DIn, kResidual>(x, r, h, i0, cols);
-        t = MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
+        const Moments mo = RunMoments<DIn, kResidual>(x, r, h, i0, cols);
+        m.mean = mo.mean;
+        m.var = mo.m2 / mo.count;
+        m.finite = std::isfinite(mo.mean) && std::isfinite(mo.m2);
       }
-      return t;
+      return m;
     };
     // Software-pipelined by a group of rows: the statistics of the next
     // group are computed before the output passes of this one, so the
@@ -639,9 +654,22 @@ struct Kernels {
     const int64_t group = cols * kElem <= kShortRowBytes ? kShortRowGroup : 1;
     const int64_t ahead_bytes = std::max(2 * group * cols * kElem, kRowPrefetchMinBytes);
     GroupTransform cur[kShortRowGroup], next[kShortRowGroup];
+    // The rows' moments first, then their square roots and divisions all at
+    // once (a fixed trip count, so the compiler uses vector instructions).
     auto group_stats = [&](int64_t first, GroupTransform* out) NORMSERVE_LAMBDA_INLINE {
-      const int64_t last = std::min(end, first + group);
-      for (int64_t row = first; row < last; ++row) out[row - first] = stats(row);
+      const int64_t count = std::min(end, first + group) - first;
+      RowMoments m[kShortRowGroup];
+      double var[kShortRowGroup] = {}, rstd[kShortRowGroup];
+      for (int64_t j = 0; j < count; ++j) {
+        m[j] = moments(first + j);
+        var[j] = m[j].var;
+      }
+      for (int64_t j = 0; j < kShortRowGroup; ++j) rstd[j] = RstdOf(var[j], p.epsilon);
+      for (int64_t j = 0; j < count; ++j) {
+        out[j] = MakeTransformWithRstd(m[j].mean, m[j].var, rstd[j], m[j].finite);
+        // RMS does not center (with rstd infinite, 0 * rstd would make the correction NaN).
+        if (kRms && m[j].finite) out[j].pivot = out[j].correction = 0.0f;
+      }
     };
     group_stats(begin, cur);
     for (int64_t first = begin; first < end; first += group) {
