@@ -290,7 +290,7 @@ int CpuBackend::threads() const { return impl_->pool.threads(); }
 
 std::string CpuBackend::device_description() const {
   return impl_->model + " (" + std::string(CpuIsaName(impl_->isa)) + ", " + std::to_string(threads()) +
-         " threads)";
+         " threads, stores=" + std::string(CpuStoresName(impl_->stores)) + ")";
 }
 
 KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {

@@ -214,6 +214,8 @@ TEST(CpuThreading, StoreModeNamesAndEnvironment) {
   EXPECT_EQ(CpuBackend(Threads(1)).stores(), CpuStores::kAuto);
   ASSERT_EQ(setenv("NORMSERVE_CPU_STORES", "streaming", 1), 0);
   EXPECT_EQ(CpuBackend(Threads(1)).stores(), CpuStores::kStreaming);
+  // The startup line and the backend-info metric name it.
+  EXPECT_NE(CpuBackend(Threads(1)).device_description().find("stores=streaming"), std::string::npos);
   // An unknown name is ignored, not an error.
   ASSERT_EQ(setenv("NORMSERVE_CPU_STORES", "nontemporal", 1), 0);
   EXPECT_EQ(CpuBackend(Threads(1)).stores(), CpuStores::kAuto);
