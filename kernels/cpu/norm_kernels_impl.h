@@ -714,6 +714,26 @@ struct Kernels {
       const GroupTransform t =
           MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
       const int64_t first_channel = (group % geo.num_groups) * channels_per_group;
+      if (geo.spatial == 1) {
+        // One element per channel ([N, C] input): the group is a row with
+        // per-element gamma and beta, which the row pass does in vectors
+        // (elementwise the same arithmetic as the per-channel segments).
+        RowParams prm;
+        prm.gamma = p.gamma.data;
+        prm.gamma_f32 = p.gamma.dtype == DType::kFloat32;
+        prm.gamma_offset = first_channel;
+        prm.beta = p.beta.data;
+        prm.beta_f32 = p.beta.dtype == DType::kFloat32;
+        prm.beta_offset = first_channel;
+        prm.unit_offset = p.unit_offset;
+        // The next group was prefetched above; the row's own prefetches re-touch it.
+        const char* own = static_cast<const char*>(normalized) + i0 * static_cast<int64_t>(DTypeSize(DIn));
+        NormalizeRow<DIn, DOut>(normalized, p.out.output, i0, geo.group_size, t, prm, pp.stream_output, own,
+                                nullptr);
+        if (p.out.mean != nullptr) p.out.mean[group] = t.mean_out;
+        if (p.out.rstd != nullptr) p.out.rstd[group] = t.rstd_out;
+        continue;
+      }
       for (int64_t j = 0; j < channels_per_group; ++j) {
         const int64_t c = first_channel + j;
         const double g = p.gamma.present() ? LoadParamScalar(p.gamma, c, p.unit_offset) : 1.0;
@@ -727,10 +747,93 @@ struct Kernels {
   }
 
   // BATCH_NORM segments (n, c): the channel transform is already prepared.
+  // BATCH_NORM over [N, C] (one element per channel): segments [begin, end)
+  // are elements, normalized in vectors run by run along each row with the
+  // channels' transforms loaded as vectors. Elementwise the same arithmetic
+  // as NormalizeSegment, double fallback included.
+  template <DType DIn, DType DOut>
+  static void BatchElements(const PreparedProblem& pp, int64_t begin, int64_t end) {
+    const NormProblem& p = *pp.problem;
+    const int64_t channels = pp.geometry.channels;
+    const bool residual = p.residual.present();
+    const void* normalized = residual ? static_cast<const void*>(p.out.residual_out) : p.input.data;
+    const bool has_gamma = p.gamma.present(), has_beta = p.beta.present(), unit_offset = p.unit_offset;
+    const bool gamma_f32 = p.gamma.dtype == DType::kFloat32, beta_f32 = p.beta.dtype == DType::kFloat32;
+    const F one = S::Set1(1.0f);
+    for (int64_t i0 = begin; i0 < end;) {
+      const int64_t c0 = i0 % channels;
+      const int64_t n = std::min(end - i0, channels - c0);
+      if (residual && !pp.input_is_residual_out) {
+        ResidualPass<DIn>(p.input.data, p.residual.data, p.out.residual_out, i0, n);
+      }
+      const float* pivot = pp.channel_pivot.data() + c0;
+      const float* rstd = pp.channel_rstd.data() + c0;
+      const float* corr = pp.channel_correction.data() + c0;
+      auto result = [&](int64_t i, int rest, F* v_out, F* g_out, F* b_out) NORMSERVE_LAMBDA_INLINE {
+        const F v = LoadSome<DIn>(normalized, i0 + i, rest);
+        const F out =
+            S::MulSub(S::Sub(v, LoadSome<DType::kFloat32>(pivot, i, rest)),
+                      LoadSome<DType::kFloat32>(rstd, i, rest), LoadSome<DType::kFloat32>(corr, i, rest));
+        F g = one;
+        if (has_gamma) {
+          g = LoadParamSome<DIn>(p.gamma.data, gamma_f32, c0 + i, rest);
+          if (unit_offset) g = S::Add(g, one);
+        }
+        // Lanes past a partial vector's end load beta = 0: they never count as cancelling.
+        const F b = has_beta ? LoadParamSome<DIn>(p.beta.data, beta_f32, c0 + i, rest) : S::Zero();
+        *v_out = v;
+        *g_out = g;
+        *b_out = b;
+        if (!has_beta) return has_gamma ? S::Mul(out, g) : out;
+        return has_gamma ? S::MulAdd(out, g, b) : S::Add(out, b);
+      };
+      CheckedStoreLoop<DOut>(
+          p.out.output, i0, n, pp.stream_output, has_beta, /*all_careful=*/false,
+          [&](int64_t i, int rest, typename S::G* gap) NORMSERVE_LAMBDA_INLINE {
+            F v, g, b;
+            const F y_vec = result(i, rest, &v, &g, &b);
+            if constexpr (kWideOutput<DOut>) *gap = S::GapMax(*gap, y_vec, b);
+            return y_vec;
+          },
+          [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+            F v, g, b;
+            const F y_vec = result(i, rest, &v, &g, &b);
+            // Per lane as WideSegment: ((v - mean) * rstd) * g + b in double.
+            auto in_double = [&]() {
+              float vs[W], gs[W], bs[W], ws[W] = {};
+              S::template Store<DType::kFloat32>(vs, 0, v);
+              S::template Store<DType::kFloat32>(gs, 0, g);
+              S::template Store<DType::kFloat32>(bs, 0, b);
+              for (int j = 0; j < rest; ++j) {
+                const int64_t c = c0 + i + j;
+                const double g_wide = has_gamma ? LoadParamScalar(p.gamma, c, unit_offset) : 1.0;
+                const double scaled =
+                    (static_cast<double>(vs[j]) - pp.channel_mean_wide[static_cast<size_t>(c)]) *
+                    pp.channel_rstd_wide[static_cast<size_t>(c)];
+                ws[j] = static_cast<float>(std::fma(scaled, g_wide, static_cast<double>(bs[j])));
+              }
+              return S::template Load<DType::kFloat32>(ws, 0);
+            };
+            return FixCancelling<DOut>(y_vec, b, in_double);
+          });
+      i0 += n;
+    }
+  }
+
+  // Whether some channel's rstd exceeds float (RstdBeyondFloat): such
+  // problems keep the per-segment pass, which handles them.
+  static bool AnyChannelBeyondFloat(const PreparedProblem& pp) {
+    for (size_t c = 0; c < pp.channel_rstd.size(); ++c) {
+      if (!std::isfinite(pp.channel_rstd[c]) && std::isfinite(pp.channel_rstd_wide[c])) return true;
+    }
+    return false;
+  }
+
   template <DType DIn, DType DOut>
   static void BatchUnits(const PreparedProblem& pp, int64_t begin, int64_t end) {
     const NormProblem& p = *pp.problem;
     const ProblemGeometry& geo = pp.geometry;
+    if (geo.spatial == 1 && !AnyChannelBeyondFloat(pp)) return BatchElements<DIn, DOut>(pp, begin, end);
     const bool residual = p.residual.present();
     const void* normalized = residual ? static_cast<const void*>(p.out.residual_out) : p.input.data;
     for (int64_t seg = begin; seg < end; ++seg) {
@@ -752,16 +855,78 @@ struct Kernels {
     }
   }
 
+  // Channel moments for [N, C] (one element per channel): a vector of
+  // channels at a time, each lane taking the rows in order with Welford's
+  // update in double (one element merged per row, the factors shared by all
+  // lanes). A lane's arithmetic does not depend on the lanes beside it, so the
+  // result does not depend on how channels are split between threads.
+  template <DType DIn, bool kResidual>
+  static void ChannelMomentsOneElement(const PreparedProblem& pp, int64_t begin, int64_t end, Moments* out) {
+    using DV = typename S::D;
+    constexpr int kHalf = S::kHasHighHalf ? W / 2 : W;
+    const NormProblem& p = *pp.problem;
+    const int64_t channels = pp.geometry.channels;
+    for (int64_t c0 = begin; c0 < end; c0 += W) {
+      const int rest = static_cast<int>(std::min<int64_t>(W, end - c0));
+      DV mean_lo = S::DSet1(0.0), mean_hi = S::DSet1(0.0), m2_lo = S::DSet1(0.0), m2_hi = S::DSet1(0.0);
+      double count = 0;
+      for (int64_t n = 0; n < pp.geometry.n; ++n) {
+        const int64_t i0 = n * channels + c0;
+        const F v = rest == W
+                        ? LoadInput<DIn, kResidual>(p.input.data, p.residual.data, p.out.residual_out, i0)
+                        : LoadInputPartial<DIn, kResidual>(p.input.data, p.residual.data, p.out.residual_out,
+                                                           i0, rest);
+        DV lo, hi;
+        S::Widen(v, &lo, &hi);
+        if (n == 0) {
+          mean_lo = lo;
+          mean_hi = hi;
+          count = 1;
+          continue;
+        }
+        const double total = count + 1.0;
+        const DV new_share = S::DSet1(1.0 / total), old_share = S::DSet1(count / total);
+        const DV d_lo = S::DSub(lo, mean_lo);
+        mean_lo = S::DMulAdd(d_lo, new_share, mean_lo);
+        m2_lo = S::DMulAdd(S::DMul(d_lo, d_lo), old_share, m2_lo);
+        if constexpr (S::kHasHighHalf) {
+          const DV d_hi = S::DSub(hi, mean_hi);
+          mean_hi = S::DMulAdd(d_hi, new_share, mean_hi);
+          m2_hi = S::DMulAdd(S::DMul(d_hi, d_hi), old_share, m2_hi);
+        }
+        count = total;
+      }
+      double means[W], m2s[W];
+      S::DStore(means, mean_lo);
+      S::DStore(m2s, m2_lo);
+      if constexpr (S::kHasHighHalf) {
+        S::DStore(means + kHalf, mean_hi);
+        S::DStore(m2s + kHalf, m2_hi);
+      }
+      // m2 is a sum of non-negative terms (or NaN, which must stay NaN).
+      for (int j = 0; j < rest; ++j) out[c0 - begin + j] = Moments{count, means[j], m2s[j]};
+    }
+  }
+
   template <DType DIn, bool kResidual>
   static void BatchChannelStatsT(PreparedProblem& pp, int64_t begin, int64_t end) {
     const NormProblem& p = *pp.problem;
     const ProblemGeometry& geo = pp.geometry;
+    constexpr int64_t kBlock = 64;
+    Moments block[kBlock];
     for (int64_t c = begin; c < end; ++c) {
       Moments m;
-      for (int64_t n = 0; n < geo.n; ++n) {
-        const int64_t i0 = (n * geo.channels + c) * geo.spatial;
-        MergeMoments(m, RunMoments<DIn, kResidual>(p.input.data, p.residual.data, p.out.residual_out, i0,
-                                                   geo.spatial));
+      if (geo.spatial == 1) {
+        // Channels in blocks, so that each row's elements are read in vectors.
+        const int64_t b0 = begin + (c - begin) / kBlock * kBlock;
+        if (c == b0) ChannelMomentsOneElement<DIn, kResidual>(pp, b0, std::min(end, b0 + kBlock), block);
+        m = block[c - b0];
+      } else {
+        for (int64_t n = 0; n < geo.n; ++n) {
+          const int64_t i0 = (n * geo.channels + c) * geo.spatial;
+          MergeMoments(m, RunMoments<DIn, kResidual>(p.input.data, p.residual.data, p.out.residual_out, i0,
+                                                     geo.spatial));
+        }
       }
       const GroupTransform t =
           MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);

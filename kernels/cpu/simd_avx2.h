@@ -51,6 +51,7 @@ struct Avx2Simd {
   static F Narrow(D lo, D hi) { return _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo)); }
   static D DSub(D a, D b) { return _mm256_sub_pd(a, b); }
   static D DMul(D a, D b) { return _mm256_mul_pd(a, b); }
+  static void DStore(double* p, D v) { _mm256_storeu_pd(p, v); }
   static D DAdd(D a, D b) { return _mm256_add_pd(a, b); }
   static D DMulAdd(D a, D b, D c) { return _mm256_fmadd_pd(a, b, c); }
   static double DReduceAdd(D v) {

@@ -57,6 +57,7 @@ struct Avx512SimdT {
   }
   static D DSub(D a, D b) { return _mm512_sub_pd(a, b); }
   static D DMul(D a, D b) { return _mm512_mul_pd(a, b); }
+  static void DStore(double* p, D v) { _mm512_storeu_pd(p, v); }
   static D DAdd(D a, D b) { return _mm512_add_pd(a, b); }
   static D DMulAdd(D a, D b, D c) { return _mm512_fmadd_pd(a, b, c); }
   static double DReduceAdd(D v) {

@@ -40,6 +40,7 @@ struct ScalarSimd {
   static F Narrow(D lo, D /*hi*/) { return static_cast<float>(lo); }
   static D DSub(D a, D b) { return a - b; }
   static D DMul(D a, D b) { return a * b; }
+  static void DStore(double* p, D v) { *p = v; }
   static D DAdd(D a, D b) { return a + b; }
   static D DMulAdd(D a, D b, D c) { return a * b + c; }
   static double DReduceAdd(D v) { return v; }

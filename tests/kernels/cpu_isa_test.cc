@@ -241,20 +241,26 @@ std::vector<std::string> StrictUlpFailures(CpuBackend& backend, ProblemCase& c) 
   return failures;
 }
 
+// Sets beta[i] for the first `count` parameters to just past minus the
+// term it is added to (in the first row), from the reference with beta = 0
+// and a FLOAT32 output, so that beta cancels nearly all of it.
+void SetBetaToCancel(ProblemCase& c, int64_t count) {
+  ProblemCase terms = c;
+  for (int64_t i = 0; i < count; ++i) terms.beta.Set(i, 0.0f);
+  terms.output_dtype = DType::kFloat32;
+  NormProblem tp = terms.Problem();
+  ReferenceNormalize(tp);
+  const auto* term = reinterpret_cast<const float*>(terms.output.data());
+  for (int64_t i = 0; i < count; ++i) c.beta.Set(i, -term[i] * (1.0f + 0x1p-16f));
+}
+
 TEST_P(CpuIsaTest, CancellingBetaStaysWithinOneUlp) {
   std::vector<std::string> failures;
   for (DType out : {DType::kFloat16, DType::kBFloat16}) {
     {
       ProblemCase c = AffineCase(NormKind::kLayerNorm, DType::kFloat32, out, {1, 1000}, 77);
       c.name = std::string("LayerNorm cancelling, ") + std::string(DTypeName(out));
-      // The terms, from the reference with beta = 0 and a FLOAT32 output.
-      ProblemCase terms = c;
-      for (int64_t i = 0; i < 1000; ++i) terms.beta.Set(i, 0.0f);
-      terms.output_dtype = DType::kFloat32;
-      NormProblem tp = terms.Problem();
-      ReferenceNormalize(tp);
-      const auto* term = reinterpret_cast<const float*>(terms.output.data());
-      for (int64_t i = 0; i < 1000; ++i) c.beta.Set(i, -term[i] * (1.0f + 0x1p-16f));
+      SetBetaToCancel(c, 1000);
       for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
     }
     {
@@ -267,6 +273,57 @@ TEST_P(CpuIsaTest, CancellingBetaStaysWithinOneUlp) {
         c.input.Set(i, (channel % 2 == 0 ? 3.0f : -3.0f) + jitter);
       }
       for (int64_t ch = 0; ch < 4; ++ch) c.beta.Set(ch, ch % 2 == 0 ? -c.gamma.Get(ch) : 0.25f);
+      for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
+    }
+  }
+  ExpectNoFailures(failures);
+}
+
+// [N, C] inputs (one element per channel) take their own vector paths:
+// GroupNorm groups as rows with per-element parameters, BatchNorm as runs of
+// channels (statistics and output). Every dtype, parameter dtype, unit
+// offset, residual and statistics output, against the reference.
+TEST_P(CpuIsaTest, OneElementPerChannelMatchesReference) {
+  std::vector<std::string> failures;
+  uint64_t seed = 500;
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    for (DType param_dtype : {DType::kFloat32, dtype}) {
+      for (bool unit_offset : {false, true}) {
+        for (int variant = 0; variant < 4; ++variant) {
+          CaseSpec spec;
+          spec.dtype = dtype;
+          spec.param_dtype = param_dtype;
+          spec.unit_offset = unit_offset;
+          spec.return_stats = true;
+          spec.params = variant == 3 ? testing::ParamMode::kGammaOnly : testing::ParamMode::kAffine;
+          if (variant == 0) {
+            spec.kind = NormKind::kGroupNorm;
+            spec.shape = {37, 48};
+            spec.num_groups = 4;
+          } else {
+            spec.kind = NormKind::kBatchNorm;
+            spec.shape = {301, 37};  // channel blocks with a partial vector
+            spec.use_batch_stats = variant != 2;
+            spec.residual = variant == 1;
+          }
+          ProblemCase c = testing::MakeRandomCase(spec, ++seed);
+          for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+        }
+      }
+    }
+  }
+  // Beta cancelling the rest: the double fallback, chosen per element.
+  for (DType out : {DType::kFloat16, DType::kBFloat16}) {
+    for (NormKind kind : {NormKind::kGroupNorm, NormKind::kBatchNorm}) {
+      CaseSpec spec;
+      spec.kind = kind;
+      spec.output_dtype = out;
+      spec.shape = kind == NormKind::kGroupNorm ? std::vector<int64_t>{1, 96} : std::vector<int64_t>{50, 96};
+      spec.num_groups = kind == NormKind::kGroupNorm ? 2 : 1;
+      spec.use_batch_stats = kind == NormKind::kBatchNorm;
+      ProblemCase c = testing::MakeRandomCase(spec, 79);
+      c.name = std::string(NormKindName(kind)) + " [N, C] cancelling, " + std::string(DTypeName(out));
+      SetBetaToCancel(c, 96);
       for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
     }
   }
