@@ -371,6 +371,32 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
     });
   }
 
+  // Short channel runs: the per-channel values spread over one [C, S] row.
+  for (cpu::PreparedProblem& pp : prepared) {
+    const NormProblem& p = *pp.problem;
+    const ProblemGeometry& g = pp.geometry;
+    if (p.kind == NormKind::kLayerNorm || p.kind == NormKind::kRmsNorm || g.spatial <= 1 ||
+        g.spatial > cpu::kShortSpatial) {
+      continue;
+    }
+    const size_t row = static_cast<size_t>(g.channels * g.spatial);
+    auto spread = [&](std::vector<float>& out, auto value_of) {
+      out.resize(row);
+      for (size_t e = 0; e < row; ++e) out[e] = value_of(static_cast<int64_t>(e) / g.spatial);
+    };
+    if (p.gamma.present()) {
+      spread(pp.spread_gamma, [&](int64_t c) { return LoadAsFloat(p.gamma.data, p.gamma.dtype, c); });
+    }
+    if (p.beta.present()) {
+      spread(pp.spread_beta, [&](int64_t c) { return LoadAsFloat(p.beta.data, p.beta.dtype, c); });
+    }
+    if (p.kind == NormKind::kBatchNorm) {
+      spread(pp.spread_pivot, [&](int64_t c) { return pp.channel_pivot[static_cast<size_t>(c)]; });
+      spread(pp.spread_rstd, [&](int64_t c) { return pp.channel_rstd[static_cast<size_t>(c)]; });
+      spread(pp.spread_correction, [&](int64_t c) { return pp.channel_correction[static_cast<size_t>(c)]; });
+    }
+  }
+
   int64_t output_bytes = 0;
   for (size_t i = 0; i < count; ++i) {
     output_bytes +=

@@ -27,6 +27,10 @@ namespace normserve::kernels::cpu {
 // statistics and the result depends only on the row length.
 inline constexpr int64_t kStatsChunk = 4096;
 
+// GROUP/INSTANCE/BATCH_NORM with at most this many elements per channel run
+// go through vector paths over whole [C, S] rows instead of one call per run.
+inline constexpr int64_t kShortSpatial = 16;
+
 struct PreparedProblem {
   const NormProblem* problem = nullptr;
   ProblemGeometry geometry;
@@ -45,6 +49,16 @@ struct PreparedProblem {
   // The same channel mean and rstd in double, for the double output pass.
   std::vector<double> channel_mean_wide;
   std::vector<double> channel_rstd_wide;
+  // GROUP/INSTANCE/BATCH_NORM with a short spatial size (1 < S <=
+  // kShortSpatial): per-element copies of the per-channel values over one
+  // [C, S] row, so that rows are normalized in vectors: gamma and beta as
+  // given (in float, before any unit offset), and for BATCH_NORM (filled after
+  // the channel statistics) pivot, rstd and correction.
+  std::vector<float> spread_gamma;
+  std::vector<float> spread_beta;
+  std::vector<float> spread_pivot;
+  std::vector<float> spread_rstd;
+  std::vector<float> spread_correction;
   // BATCH_NORM with batch statistics and a residual: residual_out already
   // holds h when the output pass runs, so it reads h from there.
   bool input_is_residual_out = false;

@@ -714,17 +714,19 @@ struct Kernels {
       const GroupTransform t =
           MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
       const int64_t first_channel = (group % geo.num_groups) * channels_per_group;
-      if (geo.spatial == 1) {
-        // One element per channel ([N, C] input): the group is a row with
-        // per-element gamma and beta, which the row pass does in vectors
-        // (elementwise the same arithmetic as the per-channel segments).
+      if (geo.spatial <= kShortSpatial) {
+        // Short channel runs ([N, C] or [N, C, S] with small S): the group is
+        // a row with per-element gamma and beta (the parameters themselves for
+        // S = 1, spread over the [C, S] row otherwise), which the row pass
+        // does in vectors: elementwise the same arithmetic as the segments.
+        const bool spread = geo.spatial > 1;
         RowParams prm;
-        prm.gamma = p.gamma.data;
-        prm.gamma_f32 = p.gamma.dtype == DType::kFloat32;
-        prm.gamma_offset = first_channel;
-        prm.beta = p.beta.data;
-        prm.beta_f32 = p.beta.dtype == DType::kFloat32;
-        prm.beta_offset = first_channel;
+        prm.gamma = spread && p.gamma.present() ? pp.spread_gamma.data() : p.gamma.data;
+        prm.gamma_f32 = spread || p.gamma.dtype == DType::kFloat32;
+        prm.gamma_offset = first_channel * geo.spatial;
+        prm.beta = spread && p.beta.present() ? pp.spread_beta.data() : p.beta.data;
+        prm.beta_f32 = spread || p.beta.dtype == DType::kFloat32;
+        prm.beta_offset = first_channel * geo.spatial;
         prm.unit_offset = p.unit_offset;
         // The next group was prefetched above; the row's own prefetches re-touch it.
         const char* own = static_cast<const char*>(normalized) + i0 * static_cast<int64_t>(DTypeSize(DIn));
@@ -747,28 +749,39 @@ struct Kernels {
   }
 
   // BATCH_NORM segments (n, c): the channel transform is already prepared.
-  // BATCH_NORM over [N, C] (one element per channel): segments [begin, end)
-  // are elements, normalized in vectors run by run along each row with the
-  // channels' transforms loaded as vectors. Elementwise the same arithmetic
-  // as NormalizeSegment, double fallback included.
+  // BATCH_NORM with short channel runs ([N, C] or [N, C, S], S <=
+  // kShortSpatial): segments [begin, end) are normalized in vectors, run by
+  // run along each [C, S] row, with the channels' transforms (and gamma and
+  // beta) loaded as vectors: the per-channel arrays for S = 1, their spread
+  // copies otherwise. Elementwise the same arithmetic as NormalizeSegment,
+  // double fallback included.
   template <DType DIn, DType DOut>
   static void BatchElements(const PreparedProblem& pp, int64_t begin, int64_t end) {
     const NormProblem& p = *pp.problem;
-    const int64_t channels = pp.geometry.channels;
+    const int64_t spatial = pp.geometry.spatial;
+    const int64_t row = pp.geometry.channels * spatial;
+    const bool spread = spatial > 1;
     const bool residual = p.residual.present();
     const void* normalized = residual ? static_cast<const void*>(p.out.residual_out) : p.input.data;
     const bool has_gamma = p.gamma.present(), has_beta = p.beta.present(), unit_offset = p.unit_offset;
-    const bool gamma_f32 = p.gamma.dtype == DType::kFloat32, beta_f32 = p.beta.dtype == DType::kFloat32;
+    const void* gamma_data = spread && has_gamma ? pp.spread_gamma.data() : p.gamma.data;
+    const void* beta_data = spread && has_beta ? pp.spread_beta.data() : p.beta.data;
+    const bool gamma_f32 = spread || p.gamma.dtype == DType::kFloat32;
+    const bool beta_f32 = spread || p.beta.dtype == DType::kFloat32;
+    const float* pivots = spread ? pp.spread_pivot.data() : pp.channel_pivot.data();
+    const float* rstds = spread ? pp.spread_rstd.data() : pp.channel_rstd.data();
+    const float* corrs = spread ? pp.spread_correction.data() : pp.channel_correction.data();
     const F one = S::Set1(1.0f);
-    for (int64_t i0 = begin; i0 < end;) {
-      const int64_t c0 = i0 % channels;
-      const int64_t n = std::min(end - i0, channels - c0);
+    for (int64_t i0 = begin * spatial; i0 < end * spatial;) {
+      // c0: the position in the [C, S] row (the channel when S = 1).
+      const int64_t c0 = i0 % row;
+      const int64_t n = std::min(end * spatial - i0, row - c0);
       if (residual && !pp.input_is_residual_out) {
         ResidualPass<DIn>(p.input.data, p.residual.data, p.out.residual_out, i0, n);
       }
-      const float* pivot = pp.channel_pivot.data() + c0;
-      const float* rstd = pp.channel_rstd.data() + c0;
-      const float* corr = pp.channel_correction.data() + c0;
+      const float* pivot = pivots + c0;
+      const float* rstd = rstds + c0;
+      const float* corr = corrs + c0;
       auto result = [&](int64_t i, int rest, F* v_out, F* g_out, F* b_out) NORMSERVE_LAMBDA_INLINE {
         const F v = LoadSome<DIn>(normalized, i0 + i, rest);
         const F out =
@@ -776,11 +789,11 @@ struct Kernels {
                       LoadSome<DType::kFloat32>(rstd, i, rest), LoadSome<DType::kFloat32>(corr, i, rest));
         F g = one;
         if (has_gamma) {
-          g = LoadParamSome<DIn>(p.gamma.data, gamma_f32, c0 + i, rest);
+          g = LoadParamSome<DIn>(gamma_data, gamma_f32, c0 + i, rest);
           if (unit_offset) g = S::Add(g, one);
         }
         // Lanes past a partial vector's end load beta = 0: they never count as cancelling.
-        const F b = has_beta ? LoadParamSome<DIn>(p.beta.data, beta_f32, c0 + i, rest) : S::Zero();
+        const F b = has_beta ? LoadParamSome<DIn>(beta_data, beta_f32, c0 + i, rest) : S::Zero();
         *v_out = v;
         *g_out = g;
         *b_out = b;
@@ -805,7 +818,7 @@ struct Kernels {
               S::template Store<DType::kFloat32>(gs, 0, g);
               S::template Store<DType::kFloat32>(bs, 0, b);
               for (int j = 0; j < rest; ++j) {
-                const int64_t c = c0 + i + j;
+                const int64_t c = (c0 + i + j) / spatial;
                 const double g_wide = has_gamma ? LoadParamScalar(p.gamma, c, unit_offset) : 1.0;
                 const double scaled =
                     (static_cast<double>(vs[j]) - pp.channel_mean_wide[static_cast<size_t>(c)]) *
@@ -833,7 +846,8 @@ struct Kernels {
   static void BatchUnits(const PreparedProblem& pp, int64_t begin, int64_t end) {
     const NormProblem& p = *pp.problem;
     const ProblemGeometry& geo = pp.geometry;
-    if (geo.spatial == 1 && !AnyChannelBeyondFloat(pp)) return BatchElements<DIn, DOut>(pp, begin, end);
+    if (geo.spatial <= kShortSpatial && !AnyChannelBeyondFloat(pp))
+      return BatchElements<DIn, DOut>(pp, begin, end);
     const bool residual = p.residual.present();
     const void* normalized = residual ? static_cast<const void*>(p.out.residual_out) : p.input.data;
     for (int64_t seg = begin; seg < end; ++seg) {
@@ -855,17 +869,17 @@ struct Kernels {
     }
   }
 
-  // Channel moments for [N, C] (one element per channel): a vector of
-  // channels at a time, each lane taking the rows in order with Welford's
+  // Moments of the columns [begin, end) of the [N, C * S] view: a vector of
+  // columns at a time, each lane taking the rows in order with Welford's
   // update in double (one element merged per row, the factors shared by all
   // lanes). A lane's arithmetic does not depend on the lanes beside it, so the
   // result does not depend on how channels are split between threads.
   template <DType DIn, bool kResidual>
-  static void ChannelMomentsOneElement(const PreparedProblem& pp, int64_t begin, int64_t end, Moments* out) {
+  static void ColumnMoments(const PreparedProblem& pp, int64_t begin, int64_t end, Moments* out) {
     using DV = typename S::D;
     constexpr int kHalf = S::kHasHighHalf ? W / 2 : W;
     const NormProblem& p = *pp.problem;
-    const int64_t channels = pp.geometry.channels;
+    const int64_t channels = pp.geometry.channels * pp.geometry.spatial;
     for (int64_t c0 = begin; c0 < end; c0 += W) {
       const int rest = static_cast<int>(std::min<int64_t>(W, end - c0));
       DV mean_lo = S::DSet1(0.0), mean_hi = S::DSet1(0.0), m2_lo = S::DSet1(0.0), m2_hi = S::DSet1(0.0);
@@ -913,14 +927,17 @@ struct Kernels {
     const NormProblem& p = *pp.problem;
     const ProblemGeometry& geo = pp.geometry;
     constexpr int64_t kBlock = 64;
-    Moments block[kBlock];
+    Moments block[kBlock * kShortSpatial];
+    const int64_t sp = geo.spatial;
     for (int64_t c = begin; c < end; ++c) {
       Moments m;
-      if (geo.spatial == 1) {
-        // Channels in blocks, so that each row's elements are read in vectors.
+      if (sp <= kShortSpatial) {
+        // Short channel runs: the moments of each column of the [N, C * S]
+        // view (channels in blocks, so that rows are read in vectors), then
+        // a channel's S columns merged in order.
         const int64_t b0 = begin + (c - begin) / kBlock * kBlock;
-        if (c == b0) ChannelMomentsOneElement<DIn, kResidual>(pp, b0, std::min(end, b0 + kBlock), block);
-        m = block[c - b0];
+        if (c == b0) ColumnMoments<DIn, kResidual>(pp, b0 * sp, std::min(end, b0 + kBlock) * sp, block);
+        for (int64_t j = 0; j < sp; ++j) MergeMoments(m, block[(c - b0) * sp + j]);
       } else {
         for (int64_t n = 0; n < geo.n; ++n) {
           const int64_t i0 = (n * geo.channels + c) * geo.spatial;

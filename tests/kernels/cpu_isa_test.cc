@@ -242,16 +242,17 @@ std::vector<std::string> StrictUlpFailures(CpuBackend& backend, ProblemCase& c) 
 }
 
 // Sets beta[i] for the first `count` parameters to just past minus the
-// term it is added to (in the first row), from the reference with beta = 0
-// and a FLOAT32 output, so that beta cancels nearly all of it.
-void SetBetaToCancel(ProblemCase& c, int64_t count) {
+// term it is added to at output element i * stride (the first element of
+// parameter i's run in the first row), from the reference with beta = 0 and
+// a FLOAT32 output, so that beta cancels nearly all of it there.
+void SetBetaToCancel(ProblemCase& c, int64_t count, int64_t stride = 1) {
   ProblemCase terms = c;
   for (int64_t i = 0; i < count; ++i) terms.beta.Set(i, 0.0f);
   terms.output_dtype = DType::kFloat32;
   NormProblem tp = terms.Problem();
   ReferenceNormalize(tp);
   const auto* term = reinterpret_cast<const float*>(terms.output.data());
-  for (int64_t i = 0; i < count; ++i) c.beta.Set(i, -term[i] * (1.0f + 0x1p-16f));
+  for (int64_t i = 0; i < count; ++i) c.beta.Set(i, -term[i * stride] * (1.0f + 0x1p-16f));
 }
 
 TEST_P(CpuIsaTest, CancellingBetaStaysWithinOneUlp) {
@@ -279,52 +280,59 @@ TEST_P(CpuIsaTest, CancellingBetaStaysWithinOneUlp) {
   ExpectNoFailures(failures);
 }
 
-// [N, C] inputs (one element per channel) take their own vector paths:
-// GroupNorm groups as rows with per-element parameters, BatchNorm as runs of
-// channels (statistics and output). Every dtype, parameter dtype, unit
-// offset, residual and statistics output, against the reference.
-TEST_P(CpuIsaTest, OneElementPerChannelMatchesReference) {
+// Short channel runs ([N, C] and [N, C, S] with S <= kShortSpatial) take
+// their own vector paths: GroupNorm/InstanceNorm groups as rows with
+// per-element parameters, BatchNorm by columns (statistics) and runs of
+// channels (output). Every dtype, parameter dtype, unit offset, residual and
+// statistics output, against the reference; S = 17 is the first length past
+// the short paths.
+TEST_P(CpuIsaTest, ShortChannelRunsMatchReference) {
   std::vector<std::string> failures;
   uint64_t seed = 500;
-  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
-    for (DType param_dtype : {DType::kFloat32, dtype}) {
-      for (bool unit_offset : {false, true}) {
-        for (int variant = 0; variant < 4; ++variant) {
-          CaseSpec spec;
-          spec.dtype = dtype;
-          spec.param_dtype = param_dtype;
-          spec.unit_offset = unit_offset;
-          spec.return_stats = true;
-          spec.params = variant == 3 ? testing::ParamMode::kGammaOnly : testing::ParamMode::kAffine;
-          if (variant == 0) {
-            spec.kind = NormKind::kGroupNorm;
-            spec.shape = {37, 48};
-            spec.num_groups = 4;
-          } else {
-            spec.kind = NormKind::kBatchNorm;
-            spec.shape = {301, 37};  // channel blocks with a partial vector
-            spec.use_batch_stats = variant != 2;
-            spec.residual = variant == 1;
+  for (int64_t spatial : {1, 3, 16, 17}) {
+    for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+      for (DType param_dtype : {DType::kFloat32, dtype}) {
+        for (bool unit_offset : {false, true}) {
+          for (int variant = 0; variant < 5; ++variant) {
+            CaseSpec spec;
+            spec.dtype = dtype;
+            spec.param_dtype = param_dtype;
+            spec.unit_offset = unit_offset;
+            spec.return_stats = true;
+            spec.params = variant == 3 ? testing::ParamMode::kGammaOnly : testing::ParamMode::kAffine;
+            if (variant == 0 || variant == 4) {
+              spec.kind = variant == 0 ? NormKind::kGroupNorm : NormKind::kInstanceNorm;
+              spec.shape = {7, 48, spatial};
+              spec.num_groups = variant == 0 ? 4 : 1;
+            } else {
+              spec.kind = NormKind::kBatchNorm;
+              spec.shape = {61, 37, spatial};  // channel blocks with a partial vector
+              spec.use_batch_stats = variant != 2;
+              spec.residual = variant == 1;
+            }
+            ProblemCase c = testing::MakeRandomCase(spec, ++seed);
+            for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
           }
-          ProblemCase c = testing::MakeRandomCase(spec, ++seed);
-          for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
         }
       }
     }
   }
   // Beta cancelling the rest: the double fallback, chosen per element.
-  for (DType out : {DType::kFloat16, DType::kBFloat16}) {
-    for (NormKind kind : {NormKind::kGroupNorm, NormKind::kBatchNorm}) {
-      CaseSpec spec;
-      spec.kind = kind;
-      spec.output_dtype = out;
-      spec.shape = kind == NormKind::kGroupNorm ? std::vector<int64_t>{1, 96} : std::vector<int64_t>{50, 96};
-      spec.num_groups = kind == NormKind::kGroupNorm ? 2 : 1;
-      spec.use_batch_stats = kind == NormKind::kBatchNorm;
-      ProblemCase c = testing::MakeRandomCase(spec, 79);
-      c.name = std::string(NormKindName(kind)) + " [N, C] cancelling, " + std::string(DTypeName(out));
-      SetBetaToCancel(c, 96);
-      for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
+  for (int64_t spatial : {1, 3}) {
+    for (DType out : {DType::kFloat16, DType::kBFloat16}) {
+      for (NormKind kind : {NormKind::kGroupNorm, NormKind::kBatchNorm}) {
+        CaseSpec spec;
+        spec.kind = kind;
+        spec.output_dtype = out;
+        spec.shape = {kind == NormKind::kGroupNorm ? int64_t{1} : int64_t{50}, 96, spatial};
+        spec.num_groups = kind == NormKind::kGroupNorm ? 2 : 1;
+        spec.use_batch_stats = kind == NormKind::kBatchNorm;
+        ProblemCase c = testing::MakeRandomCase(spec, 79);
+        c.name = std::string(NormKindName(kind)) + " short runs cancelling, S=" + std::to_string(spatial) +
+                 ", " + std::string(DTypeName(out));
+        SetBetaToCancel(c, 96, spatial);
+        for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
+      }
     }
   }
   ExpectNoFailures(failures);

@@ -67,18 +67,23 @@ std::vector<CaseSpec> LargeSpecs() {
     s.residual = false;
     specs.push_back(s);
 
-    // [N, C]: one element per channel, its own vector paths.
-    s.shape = {1001, 40};
-    specs.push_back(s);
-    s.use_batch_stats = true;
-    s.residual = true;
-    specs.push_back(s);
-    s.kind = NormKind::kGroupNorm;
-    s.shape = {1001, 48};
-    s.num_groups = 4;
-    s.use_batch_stats = false;
-    s.residual = false;
-    specs.push_back(s);
+    // Short channel runs ([N, C] and [N, C, 3]): their own vector paths.
+    for (int64_t spatial : {1, 3}) {
+      s.kind = NormKind::kBatchNorm;
+      s.shape = {1001, 40, spatial};
+      s.use_batch_stats = false;
+      s.residual = false;
+      specs.push_back(s);
+      s.use_batch_stats = true;
+      s.residual = true;
+      specs.push_back(s);
+      s.kind = NormKind::kGroupNorm;
+      s.shape = {1001, 48, spatial};
+      s.num_groups = 4;
+      s.use_batch_stats = false;
+      s.residual = false;
+      specs.push_back(s);
+    }
   }
   return specs;
 }
