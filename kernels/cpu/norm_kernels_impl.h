@@ -753,8 +753,8 @@ struct Kernels {
   // kShortSpatial): segments [begin, end) are normalized in vectors, run by
   // run along each [C, S] row, with the channels' transforms (and gamma and
   // beta) loaded as vectors: the per-channel arrays for S = 1, their spread
-  // copies otherwise. Elementwise the same arithmetic as NormalizeSegment,
-  // double fallback included.
+  // copies otherwise. Elementwise the same arithmetic as NormalizeSegment
+  // (its double fallback per lane, with a fused last step).
   template <DType DIn, DType DOut>
   static void BatchElements(const PreparedProblem& pp, int64_t begin, int64_t end) {
     const NormProblem& p = *pp.problem;
@@ -811,11 +811,11 @@ struct Kernels {
           [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
             F v, g, b;
             const F y_vec = result(i, rest, &v, &g, &b);
-            // Per lane as WideSegment: ((v - mean) * rstd) * g + b in double.
+            // Per lane, the expression of WideSegment: ((v - mean) * rstd) * g + b
+            // in double, the last step fused (as DMulAdd is where FMA exists).
             auto in_double = [&]() {
-              float vs[W], gs[W], bs[W], ws[W] = {};
+              float vs[W], bs[W], ws[W] = {};
               S::template Store<DType::kFloat32>(vs, 0, v);
-              S::template Store<DType::kFloat32>(gs, 0, g);
               S::template Store<DType::kFloat32>(bs, 0, b);
               for (int j = 0; j < rest; ++j) {
                 const int64_t c = (c0 + i + j) / spatial;
