@@ -539,7 +539,9 @@ struct Kernels {
         [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
           F v, gamma, b;
           const F y_vec = result(i, rest, &v, &gamma, &b);
-          auto in_double = [&]() { return WideAffine(v, t, has_gamma, gamma, unit_offset, b); };
+          auto in_double = [&]() NORMSERVE_LAMBDA_INLINE {
+            return WideAffine(v, t, has_gamma, gamma, unit_offset, b);
+          };
           if (wide) return in_double();
           return FixCancelling<DOut>(y_vec, b, in_double);
         });
@@ -576,7 +578,9 @@ struct Kernels {
         [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
           F v;
           const F y_vec = result(i, rest, &v);
-          auto in_double = [&]() { return WideSegment(v, t, has_gamma, gamma, has_beta ? beta : 0.0); };
+          auto in_double = [&]() NORMSERVE_LAMBDA_INLINE {
+            return WideSegment(v, t, has_gamma, gamma, has_beta ? beta : 0.0);
+          };
           if (wide) return in_double();
           return FixCancelling<DOut>(y_of(y_vec, rest), b_of(rest), in_double);
         });
@@ -811,26 +815,33 @@ struct Kernels {
           [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
             F v, g, b;
             const F y_vec = result(i, rest, &v, &g, &b);
-            // Per lane, the expression of WideSegment: ((v - mean) * rstd) * g + b
-            // in double, the last step fused (as DMulAdd is where FMA exists).
-            auto in_double = [&]() {
-              float vs[W], bs[W], ws[W] = {};
-              S::template Store<DType::kFloat32>(vs, 0, v);
-              S::template Store<DType::kFloat32>(bs, 0, b);
-              for (int j = 0; j < rest; ++j) {
-                const int64_t c = (c0 + i + j) / spatial;
-                const double g_wide = has_gamma ? LoadParamScalar(p.gamma, c, unit_offset) : 1.0;
-                const double scaled =
-                    (static_cast<double>(vs[j]) - pp.channel_mean_wide[static_cast<size_t>(c)]) *
-                    pp.channel_rstd_wide[static_cast<size_t>(c)];
-                ws[j] = static_cast<float>(std::fma(scaled, g_wide, static_cast<double>(bs[j])));
-              }
-              return S::template Load<DType::kFloat32>(ws, 0);
-            };
+            auto in_double = [&]() NORMSERVE_LAMBDA_INLINE { return WideChannels(pp, v, b, c0 + i, rest); };
             return FixCancelling<DOut>(y_vec, b, in_double);
           });
       i0 += n;
     }
+  }
+
+  // BatchElements' double fallback: per lane, the expression of WideSegment,
+  // ((v - mean) * rstd) * g + b in double with the last step fused (as DMulAdd
+  // is where FMA exists), for the `rest` elements at [C, S]-row position
+  // `first` on. Vectors by value and float arrays only: no over-aligned
+  // object has its address taken (AddressSanitizer's fake stack does not
+  // keep 64-byte alignment).
+  __attribute__((noinline)) static F WideChannels(const PreparedProblem& pp, F v, F b, int64_t first,
+                                                  int rest) {
+    const NormProblem& p = *pp.problem;
+    float vs[W], bs[W], ws[W] = {};
+    S::template Store<DType::kFloat32>(vs, 0, v);
+    S::template Store<DType::kFloat32>(bs, 0, b);
+    for (int j = 0; j < rest; ++j) {
+      const size_t c = static_cast<size_t>((first + j) / pp.geometry.spatial);
+      const double g =
+          p.gamma.present() ? LoadParamScalar(p.gamma, static_cast<int64_t>(c), p.unit_offset) : 1.0;
+      const double scaled = (static_cast<double>(vs[j]) - pp.channel_mean_wide[c]) * pp.channel_rstd_wide[c];
+      ws[j] = static_cast<float>(std::fma(scaled, g, static_cast<double>(bs[j])));
+    }
+    return S::template Load<DType::kFloat32>(ws, 0);
   }
 
   // Whether some channel's rstd exceeds float (RstdBeyondFloat): such
