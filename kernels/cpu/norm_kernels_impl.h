@@ -437,40 +437,53 @@ struct Kernels {
     return S::SelectGapAbove(wide(), result, result, beta, kCancelLog2<DOut>);
   }
 
-  // StoreLoop for the output passes that may need the double fallback. A
-  // test and branch per vector cost about a third of the output pass, so
-  // the pass goes block by block: `fast(i, rest, &gap)` computes each vector
-  // in float and only folds its |beta| / |result| gap into `gap`; a block
-  // where some vector cancelled (a few percent of 256-element blocks on
-  // normal data) is written again by `careful(i, rest)`, which tests every
-  // vector. The pass is elementwise, so rewriting a block changes only the
-  // vectors that needed it. FLOAT32 outputs, and passes without beta, never
-  // need the fallback. With `all_careful` (RstdBeyondFloat) every vector
-  // goes through `careful`, which then takes the double pass.
+  // One output vector as an output pass computes it in float: the result,
+  // and the input, gamma and beta it came from (each double pass takes what
+  // it needs). Lanes past a partial vector's end hold y = b = 0 or b = 0, so
+  // they never count as cancelling.
+  struct Lanes {
+    F y, v, gamma, beta;
+  };
+
+  // StoreLoop for the output passes, with the double fallback. A test and
+  // branch per vector cost about a third of the output pass, so the pass goes
+  // block by block: each vector is computed in float (`compute(i, rest)`,
+  // returning Lanes) and only its |beta| / |y| gap is folded in; a block where
+  // some vector cancelled (a few percent of 256-element blocks on normal data)
+  // is written again, each cancelling element now from `wide(lanes, i, rest)`
+  // (the double pass; FixCancelling). The pass is elementwise, so rewriting a
+  // block changes only the elements that needed it. FLOAT32 outputs, and
+  // passes without beta, never need the fallback. With `all_careful`
+  // (RstdBeyondFloat) every vector takes the double pass.
   static constexpr int64_t kCheckBlock = 256;
-  template <DType DOut, typename Fast, typename Careful>
+  template <DType DOut, typename Compute, typename Wide>
   NORMSERVE_INLINE static void CheckedStoreLoop(void* y, int64_t i0, int64_t n, bool stream, bool has_beta,
-                                                bool all_careful, Fast fast, Careful careful) {
-    using G = typename S::G;
+                                                bool all_careful, Compute compute, Wide wide) {
     if (all_careful) {
-      StoreLoop<DOut>(y, i0, n, stream,
-                      [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE { return careful(i, rest); });
+      StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+        return wide(compute(i, rest), i, rest);
+      });
       return;
     }
     if (!kWideOutput<DOut> || !has_beta) {
-      G unused = S::GapInit();
       StoreLoop<DOut>(y, i0, n, stream,
-                      [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE { return fast(i, rest, &unused); });
+                      [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE { return compute(i, rest).y; });
       return;
     }
     for (int64_t b0 = 0; b0 < n; b0 += kCheckBlock) {
       const int64_t len = std::min(kCheckBlock, n - b0);
-      G gap = S::GapInit();
-      StoreLoop<DOut>(y, i0 + b0, len, stream,
-                      [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE { return fast(b0 + i, rest, &gap); });
+      typename S::G gap = S::GapInit();
+      StoreLoop<DOut>(y, i0 + b0, len, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+        const Lanes l = compute(b0 + i, rest);
+        gap = S::GapMax(gap, l.y, l.beta);
+        return l.y;
+      });
       if (S::GapAbove(gap, kCancelLog2<DOut>)) {
-        StoreLoop<DOut>(y, i0 + b0, len, stream,
-                        [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE { return careful(b0 + i, rest); });
+        StoreLoop<DOut>(y, i0 + b0, len, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+          const Lanes l = compute(b0 + i, rest);
+          return FixCancelling<DOut>(l.y, l.beta,
+                                     [&]() NORMSERVE_LAMBDA_INLINE { return wide(l, b0 + i, rest); });
+        });
       }
     }
   }
@@ -508,43 +521,30 @@ struct Kernels {
     const void* const gamma_data = prm.gamma;
     const void* const beta_data = prm.beta;
     const int64_t gamma_offset = prm.gamma_offset, beta_offset = prm.beta_offset;
-    const bool wide = RstdBeyondFloat(t);
     constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DIn));
-    // The float output of vector [i, i + rest), and its input, gamma and beta.
-    auto result = [&](int64_t i, int rest, F* v_out, F* gamma_out, F* b_out) NORMSERVE_LAMBDA_INLINE {
-      const F v = LoadSome<DIn>(x, i0 + i, rest);
-      const F out = S::MulSub(S::Sub(v, p), rs, corr);
-      const F gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, gamma_offset + i, rest) : one;
-      const F g = has_gamma && unit_offset ? S::Add(gamma, one) : gamma;
-      *v_out = v;
-      *gamma_out = gamma;
+    // Vector [i, i + rest) in float; it also prefetches the row ahead.
+    auto compute = [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+      __builtin_prefetch(ahead + i * kElem, 0, 3);
+      if (ahead_residual != nullptr) __builtin_prefetch(ahead_residual + i * kElem, 0, 3);
+      Lanes l;
+      l.v = LoadSome<DIn>(x, i0 + i, rest);
+      const F out = S::MulSub(S::Sub(l.v, p), rs, corr);
+      l.gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, gamma_offset + i, rest) : one;
+      const F g = has_gamma && unit_offset ? S::Add(l.gamma, one) : l.gamma;
       if (!has_beta) {
-        *b_out = S::Zero();
-        return has_gamma ? S::Mul(out, g) : out;
+        l.beta = S::Zero();
+        l.y = has_gamma ? S::Mul(out, g) : out;
+        return l;
       }
       // A partial vector's lanes past the end load b = 0 and never count as cancelling.
-      *b_out = LoadParamSome<DIn>(beta_data, beta_f32, beta_offset + i, rest);
-      return has_gamma ? S::MulAdd(out, g, *b_out) : S::Add(out, *b_out);
+      l.beta = LoadParamSome<DIn>(beta_data, beta_f32, beta_offset + i, rest);
+      l.y = has_gamma ? S::MulAdd(out, g, l.beta) : S::Add(out, l.beta);
+      return l;
     };
-    CheckedStoreLoop<DOut>(
-        y, i0, n, stream, has_beta, wide,
-        [&](int64_t i, int rest, typename S::G* gap) NORMSERVE_LAMBDA_INLINE {
-          __builtin_prefetch(ahead + i * kElem, 0, 3);
-          if (ahead_residual != nullptr) __builtin_prefetch(ahead_residual + i * kElem, 0, 3);
-          F v, gamma, b;
-          const F y_vec = result(i, rest, &v, &gamma, &b);
-          if constexpr (kWideOutput<DOut>) *gap = S::GapMax(*gap, y_vec, b);
-          return y_vec;
-        },
-        [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
-          F v, gamma, b;
-          const F y_vec = result(i, rest, &v, &gamma, &b);
-          auto in_double = [&]() NORMSERVE_LAMBDA_INLINE {
-            return WideAffine(v, t, has_gamma, gamma, unit_offset, b);
-          };
-          if (wide) return in_double();
-          return FixCancelling<DOut>(y_vec, b, in_double);
-        });
+    CheckedStoreLoop<DOut>(y, i0, n, stream, has_beta, RstdBeyondFloat(t), compute,
+                           [&](const Lanes& l, int64_t, int) NORMSERVE_LAMBDA_INLINE {
+                             return WideAffine(l.v, t, has_gamma, l.gamma, unit_offset, l.beta);
+                           });
   }
 
   // One channel's run of elements with scalar gamma / beta (GROUP, INSTANCE,
@@ -554,36 +554,23 @@ struct Kernels {
                                bool has_gamma, double gamma, bool has_beta, double beta, bool stream) {
     const F p = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction);
     const F g = S::Set1(static_cast<float>(gamma)), b = S::Set1(static_cast<float>(beta));
-    const bool wide = RstdBeyondFloat(t);
-    auto result = [&](int64_t i, int rest, F* v_out) NORMSERVE_LAMBDA_INLINE {
-      const F v = LoadSome<DIn>(x, i0 + i, rest);
-      const F out = S::MulSub(S::Sub(v, p), rs, corr);
-      *v_out = v;
-      if (!has_beta) return has_gamma ? S::Mul(out, g) : out;
-      return has_gamma ? S::MulAdd(out, g, b) : S::Add(out, b);
+    // b is the same in every lane; past a partial vector's end, whose lanes
+    // are not stored and must not count as cancelling, y and b become 0.
+    auto compute = [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+      Lanes l;
+      l.v = LoadSome<DIn>(x, i0 + i, rest);
+      l.gamma = g;
+      const F out = S::MulSub(S::Sub(l.v, p), rs, corr);
+      const F y_vec = !has_beta ? (has_gamma ? S::Mul(out, g) : out)
+                                : (has_gamma ? S::MulAdd(out, g, b) : S::Add(out, b));
+      l.y = rest == W ? y_vec : S::KeepFirst(y_vec, rest);
+      l.beta = rest == W ? b : S::KeepFirst(b, rest);
+      return l;
     };
-    // b is the same in every lane, also past a partial vector's end, whose
-    // lanes are not stored and must not count: there both sides become 0.
-    auto b_of = [&](int rest) NORMSERVE_LAMBDA_INLINE { return rest == W ? b : S::KeepFirst(b, rest); };
-    auto y_of = [&](F y_vec, int rest)
-                    NORMSERVE_LAMBDA_INLINE { return rest == W ? y_vec : S::KeepFirst(y_vec, rest); };
-    CheckedStoreLoop<DOut>(
-        y, i0, n, stream, has_beta, wide,
-        [&](int64_t i, int rest, typename S::G* gap) NORMSERVE_LAMBDA_INLINE {
-          F v;
-          const F y_vec = result(i, rest, &v);
-          if constexpr (kWideOutput<DOut>) *gap = S::GapMax(*gap, y_of(y_vec, rest), b_of(rest));
-          return y_vec;
-        },
-        [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
-          F v;
-          const F y_vec = result(i, rest, &v);
-          auto in_double = [&]() NORMSERVE_LAMBDA_INLINE {
-            return WideSegment(v, t, has_gamma, gamma, has_beta ? beta : 0.0);
-          };
-          if (wide) return in_double();
-          return FixCancelling<DOut>(y_of(y_vec, rest), b_of(rest), in_double);
-        });
+    CheckedStoreLoop<DOut>(y, i0, n, stream, has_beta, RstdBeyondFloat(t), compute,
+                           [&](const Lanes& l, int64_t, int) NORMSERVE_LAMBDA_INLINE {
+                             return WideSegment(l.v, t, has_gamma, gamma, has_beta ? beta : 0.0);
+                           });
   }
 
   __attribute__((noinline)) static F WideSegment(F v, const GroupTransform& t, bool has_gamma, double gamma,
@@ -657,7 +644,9 @@ struct Kernels {
     // passes prefetch the group after next.
     const int64_t group = cols * kElem <= kShortRowBytes ? kShortRowGroup : 1;
     const int64_t ahead_bytes = std::max(2 * group * cols * kElem, kRowPrefetchMinBytes);
-    GroupTransform cur[kShortRowGroup], next[kShortRowGroup];
+    GroupTransform transforms[2][kShortRowGroup];
+    GroupTransform* cur = transforms[0];
+    GroupTransform* next = transforms[1];
     // The rows' moments first, then their square roots and divisions all at
     // once (a fixed trip count, so the compiler uses vector instructions).
     auto group_stats = [&](int64_t first, GroupTransform* out) NORMSERVE_LAMBDA_INLINE {
@@ -696,7 +685,7 @@ struct Kernels {
         if (!kRms && p.out.mean != nullptr) p.out.mean[row] = t.mean_out;
         if (p.out.rstd != nullptr) p.out.rstd[row] = t.rstd_out;
       }
-      std::copy(next, next + group, cur);
+      std::swap(cur, next);
     }
   }
 
@@ -786,38 +775,31 @@ struct Kernels {
       const float* pivot = pivots + c0;
       const float* rstd = rstds + c0;
       const float* corr = corrs + c0;
-      auto result = [&](int64_t i, int rest, F* v_out, F* g_out, F* b_out) NORMSERVE_LAMBDA_INLINE {
-        const F v = LoadSome<DIn>(normalized, i0 + i, rest);
+      auto compute = [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+        Lanes l;
+        l.v = LoadSome<DIn>(normalized, i0 + i, rest);
         const F out =
-            S::MulSub(S::Sub(v, LoadSome<DType::kFloat32>(pivot, i, rest)),
+            S::MulSub(S::Sub(l.v, LoadSome<DType::kFloat32>(pivot, i, rest)),
                       LoadSome<DType::kFloat32>(rstd, i, rest), LoadSome<DType::kFloat32>(corr, i, rest));
         F g = one;
         if (has_gamma) {
           g = LoadParamSome<DIn>(gamma_data, gamma_f32, c0 + i, rest);
           if (unit_offset) g = S::Add(g, one);
         }
+        l.gamma = g;
         // Lanes past a partial vector's end load beta = 0: they never count as cancelling.
-        const F b = has_beta ? LoadParamSome<DIn>(beta_data, beta_f32, c0 + i, rest) : S::Zero();
-        *v_out = v;
-        *g_out = g;
-        *b_out = b;
-        if (!has_beta) return has_gamma ? S::Mul(out, g) : out;
-        return has_gamma ? S::MulAdd(out, g, b) : S::Add(out, b);
+        l.beta = has_beta ? LoadParamSome<DIn>(beta_data, beta_f32, c0 + i, rest) : S::Zero();
+        if (!has_beta) {
+          l.y = has_gamma ? S::Mul(out, g) : out;
+        } else {
+          l.y = has_gamma ? S::MulAdd(out, g, l.beta) : S::Add(out, l.beta);
+        }
+        return l;
       };
-      CheckedStoreLoop<DOut>(
-          p.out.output, i0, n, pp.stream_output, has_beta, /*all_careful=*/false,
-          [&](int64_t i, int rest, typename S::G* gap) NORMSERVE_LAMBDA_INLINE {
-            F v, g, b;
-            const F y_vec = result(i, rest, &v, &g, &b);
-            if constexpr (kWideOutput<DOut>) *gap = S::GapMax(*gap, y_vec, b);
-            return y_vec;
-          },
-          [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
-            F v, g, b;
-            const F y_vec = result(i, rest, &v, &g, &b);
-            auto in_double = [&]() NORMSERVE_LAMBDA_INLINE { return WideChannels(pp, v, b, c0 + i, rest); };
-            return FixCancelling<DOut>(y_vec, b, in_double);
-          });
+      CheckedStoreLoop<DOut>(p.out.output, i0, n, pp.stream_output, has_beta, /*all_careful=*/false, compute,
+                             [&](const Lanes& l, int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+                               return WideChannels(pp, l.v, l.beta, c0 + i, rest);
+                             });
       i0 += n;
     }
   }
