@@ -698,6 +698,18 @@ struct Kernels {
     void* h = p.out.residual_out;
     const void* normalized = kResidual ? static_cast<const void*>(h) : x;
     const int64_t group_bytes = geo.group_size * static_cast<int64_t>(DTypeSize(DIn));
+    // Short channel runs ([N, C] or [N, C, S] with small S): a group is a row
+    // with per-element gamma and beta (the parameters themselves for S = 1,
+    // spread over the [C, S] row otherwise), which the row pass does in
+    // vectors: elementwise the same arithmetic as the segments.
+    const bool as_row = geo.spatial <= kShortSpatial;
+    const bool spread = geo.spatial > 1;
+    RowParams prm;
+    prm.gamma = spread && p.gamma.present() ? pp.spread_gamma.data() : p.gamma.data;
+    prm.gamma_f32 = spread || p.gamma.dtype == DType::kFloat32;
+    prm.beta = spread && p.beta.present() ? pp.spread_beta.data() : p.beta.data;
+    prm.beta_f32 = spread || p.beta.dtype == DType::kFloat32;
+    prm.unit_offset = p.unit_offset;
     for (int64_t group = begin; group < end; ++group) {
       const int64_t i0 = group * geo.group_size;
       if (group + 1 < end)
@@ -707,34 +719,20 @@ struct Kernels {
       const GroupTransform t =
           MakeTransform(m.mean, m.m2 / m.count, std::isfinite(m.mean) && std::isfinite(m.m2), p.epsilon);
       const int64_t first_channel = (group % geo.num_groups) * channels_per_group;
-      if (geo.spatial <= kShortSpatial) {
-        // Short channel runs ([N, C] or [N, C, S] with small S): the group is
-        // a row with per-element gamma and beta (the parameters themselves for
-        // S = 1, spread over the [C, S] row otherwise), which the row pass
-        // does in vectors: elementwise the same arithmetic as the segments.
-        const bool spread = geo.spatial > 1;
-        RowParams prm;
-        prm.gamma = spread && p.gamma.present() ? pp.spread_gamma.data() : p.gamma.data;
-        prm.gamma_f32 = spread || p.gamma.dtype == DType::kFloat32;
-        prm.gamma_offset = first_channel * geo.spatial;
-        prm.beta = spread && p.beta.present() ? pp.spread_beta.data() : p.beta.data;
-        prm.beta_f32 = spread || p.beta.dtype == DType::kFloat32;
-        prm.beta_offset = first_channel * geo.spatial;
-        prm.unit_offset = p.unit_offset;
+      if (as_row) {
+        prm.gamma_offset = prm.beta_offset = first_channel * geo.spatial;
         // The next group was prefetched above; the row's own prefetches re-touch it.
         const char* own = static_cast<const char*>(normalized) + i0 * static_cast<int64_t>(DTypeSize(DIn));
         NormalizeRow<DIn, DOut>(normalized, p.out.output, i0, geo.group_size, t, prm, pp.stream_output, own,
                                 nullptr);
-        if (p.out.mean != nullptr) p.out.mean[group] = t.mean_out;
-        if (p.out.rstd != nullptr) p.out.rstd[group] = t.rstd_out;
-        continue;
-      }
-      for (int64_t j = 0; j < channels_per_group; ++j) {
-        const int64_t c = first_channel + j;
-        const double g = p.gamma.present() ? LoadParamScalar(p.gamma, c, p.unit_offset) : 1.0;
-        const double b = p.beta.present() ? LoadAsFloat(p.beta.data, p.beta.dtype, c) : 0.0;
-        NormalizeSegment<DIn, DOut>(normalized, p.out.output, i0 + j * geo.spatial, geo.spatial, t,
-                                    p.gamma.present(), g, p.beta.present(), b, pp.stream_output);
+      } else {
+        for (int64_t j = 0; j < channels_per_group; ++j) {
+          const int64_t c = first_channel + j;
+          const double g = p.gamma.present() ? LoadParamScalar(p.gamma, c, p.unit_offset) : 1.0;
+          const double b = p.beta.present() ? LoadAsFloat(p.beta.data, p.beta.dtype, c) : 0.0;
+          NormalizeSegment<DIn, DOut>(normalized, p.out.output, i0 + j * geo.spatial, geo.spatial, t,
+                                      p.gamma.present(), g, p.beta.present(), b, pp.stream_output);
+        }
       }
       if (p.out.mean != nullptr) p.out.mean[group] = t.mean_out;
       if (p.out.rstd != nullptr) p.out.rstd[group] = t.rstd_out;
