@@ -8,13 +8,17 @@
 // behind the scalar table.
 //
 // Numerics (docs/SEMANTICS.md):
-// - Statistics go chunk by chunk (kStatsChunk elements): one pass over the
-//   chunk (the one read from memory) accumulates sum(x - pivot) and
-//   sum((x - pivot)^2) in double vector accumulators, the pivot being the mean
-//   of the chunk's first vector (RMS: sum(x^2) in double). Chunks merge in
-//   order with Chan's formula in double. No E[x^2]-E[x]^2 in float: the
-//   shifted sums in double stay exact to far below the variance unless the
-//   pivot is ~10^6 standard deviations off the mean.
+// - Statistics go chunk by chunk (kStatsChunk elements), in one pass over
+//   the chunk (the one read from memory), and merge in order with Chan's
+//   formula in double. FLOAT32: sum(x - pivot) and sum((x - pivot)^2) in
+//   double vector accumulators, the pivot being the chunk's first value;
+//   the shifted sums stay exact to far below the variance unless the pivot
+//   is ~10^6 standard deviations off the mean. FLOAT16 / BFLOAT16
+//   (HalfChunkMoments): sum(x) in double, exact for their short
+//   significands, and sum((x - pivot)^2) in float blocks (it only sets
+//   rstd), around the mean of the first vector, again around the mean when
+//   that pivot is too far off. RMS: sum(x^2) in float blocks (SquaresPass).
+//   No E[x^2]-E[x]^2 in float anywhere.
 // - The output is ((x - pivot) * rstd - correction) * gamma + beta, where
 //   pivot is the mean rounded to float and correction = (mean - pivot) * rstd
 //   carries the part of the double mean that float cannot hold. This keeps
