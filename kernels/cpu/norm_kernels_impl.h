@@ -378,7 +378,7 @@ struct Kernels {
   //   multiples of 2^-24 below 2^16, so every chunk sum (kStatsChunk = 2^12
   //   of them, below 2^28) is exact in double; BFLOAT16 sums are exact while
   //   the chunk's values span fewer than 2^33 binades, and within 2^-41 of the
-  //   largest value otherwise. As accurate as CenteredPass's shifted sums.
+  //   largest value otherwise (CenteredPass: of the largest distance from its pivot).
   // - M2 from sum((x - pivot)^2) in float (HalfSquares, within 2^-19),
   //   minus n (mean - pivot)^2 in double; it only sets rstd. The pivot is
   //   the mean of the first vector, so the squares around it are rarely more
