@@ -59,8 +59,6 @@ struct ScalarSimd {
     return GapAbove(GapMax(GapInit(), result, shift), log2) ? above : below;
   }
   // Lanes below n from v, the rest from fallback.
-  // Whether lo <= v <= hi (false for NaN).
-  static bool AllWithin(F v, float lo, float hi) { return v >= lo && v <= hi; }
   static F SelectFirst(F v, F fallback, int n) { return n > 0 ? v : fallback; }
 
   template <DType D>
