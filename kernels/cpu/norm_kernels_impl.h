@@ -8,13 +8,17 @@
 // behind the scalar table.
 //
 // Numerics (docs/SEMANTICS.md):
-// - Statistics go chunk by chunk (kStatsChunk elements): one pass over the
-//   chunk (the one read from memory) accumulates sum(x - pivot) and
-//   sum((x - pivot)^2) in double vector accumulators, the pivot being the mean
-//   of the chunk's first vector (RMS: sum(x^2) in double). Chunks merge in
-//   order with Chan's formula in double. No E[x^2]-E[x]^2 in float: the
-//   shifted sums in double stay exact to far below the variance unless the
-//   pivot is ~10^6 standard deviations off the mean.
+// - Statistics go chunk by chunk (kStatsChunk elements), in one pass over
+//   the chunk (the one read from memory), and merge in order with Chan's
+//   formula in double. FLOAT32: sum(x - pivot) and sum((x - pivot)^2) in
+//   double vector accumulators, the pivot being the chunk's first value;
+//   the shifted sums stay exact to far below the variance unless the pivot
+//   is ~10^6 standard deviations off the mean. FLOAT16 / BFLOAT16
+//   (HalfChunkMoments): sum(x) in double, exact for their short
+//   significands, and sum((x - pivot)^2) in float blocks (it only sets
+//   rstd), around the mean of the first vector, again around the mean when
+//   that pivot is too far off. RMS: sum(x^2) in float blocks (SquaresPass).
+//   No E[x^2]-E[x]^2 in float anywhere.
 // - The output is ((x - pivot) * rstd - correction) * gamma + beta, where
 //   pivot is the mean rounded to float and correction = (mean - pivot) * rstd
 //   carries the part of the double mean that float cannot hold. This keeps
@@ -223,21 +227,31 @@ struct Kernels {
     *sum_d2 = S::DReduceAdd(q);
   }
 
-  // Sum of squares of x[i0, i0 + n) (or of h, written with kResidual) in double.
+  // Sum of (x - pivot)^2 over x[i0, i0 + n) (or over h, written with
+  // kResidual) in double, where x - pivot is exact.
   template <DType D, bool kResidual>
-  static double SquaresBlockWide(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+  static double SquaresBlockWide(const void* x, const void* r, void* h, int64_t i0, int64_t n,
+                                 float pivot = 0.0f) {
     using DV = typename S::D;
-    const DV zero = S::DSet1(0.0);
+    const DV zero = S::DSet1(0.0), p = S::DSet1(pivot);
     DV q_lo = zero, q_hi = zero;
     auto add = [&](F v) NORMSERVE_LAMBDA_INLINE {
       DV lo, hi;
       S::Widen(v, &lo, &hi);
+      lo = S::DSub(lo, p);
       q_lo = S::DMulAdd(lo, lo, q_lo);
-      q_hi = S::DMulAdd(hi, hi, q_hi);
+      if constexpr (S::kHasHighHalf) {
+        hi = S::DSub(hi, p);
+        q_hi = S::DMulAdd(hi, hi, q_hi);
+      }
     };
     int64_t i = 0;
     for (; i + W <= n; i += W) add(LoadInput<D, kResidual>(x, r, h, i0 + i));
-    if (i < n) add(LoadInputPartial<D, kResidual>(x, r, h, i0 + i, static_cast<int>(n - i)));
+    if (i < n) {
+      // Lanes past the end hold the pivot, so they add exactly zero.
+      const int rest = static_cast<int>(n - i);
+      add(S::SelectFirst(LoadInputPartial<D, kResidual>(x, r, h, i0 + i, rest), S::Set1(pivot), rest));
+    }
     return S::DReduceAdd(S::DAdd(q_lo, q_hi));
   }
 
@@ -266,27 +280,133 @@ struct Kernels {
     return S::ReduceAdd(S::Add(a0, a1));
   }
 
+  // Whether a float sum of squares is a normal number comfortably away from
+  // underflow (below 2^-90, squares lost to float denormals could matter
+  // relative to the sum) and not overflowed or NaN; otherwise the block is
+  // summed again in double.
+  static constexpr float kFloatSquaresMin = 0x1p-90f;
+  static bool FloatSquaresUsable(float sum) {
+    return sum >= kFloatSquaresMin && sum <= std::numeric_limits<float>::max();
+  }
+
   // Sum of squares of x[i0, i0 + n) (or of h, written with kResidual), block
   // by block in float, the blocks added in double. RMSNorm's only statistic
   // has no cancellation, so 2^-19 relative error (rstd within 2^-20) is far
-  // inside every bound, including the FLOAT32 one (1e-5). A block whose float
-  // sum is not a normal number comfortably away from underflow (below 2^-90
-  // squares lost to float denormals could matter, relative to the sum),
-  // overflowed, or is NaN, is summed again in double; that is also the path
-  // of all-zero blocks. Writing h twice writes the same values.
+  // inside every bound, including the FLOAT32 one (1e-5). A block that
+  // FloatSquaresUsable rejects is summed again in double; that is also the
+  // path of all-zero blocks. Writing h twice writes the same values.
   template <DType D, bool kResidual>
   static double SquaresPass(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
     double total = 0;
     for (int64_t b0 = 0; b0 < n; b0 += kSquaresBlock) {
       const int64_t len = std::min(kSquaresBlock, n - b0);
       const float block = SquaresBlock<D, kResidual>(x, r, h, i0 + b0, len);
-      if (block >= 0x1p-90f && block <= std::numeric_limits<float>::max()) {
-        total += static_cast<double>(block);
-      } else {
-        total += SquaresBlockWide<D, kResidual>(x, r, h, i0 + b0, len);
-      }
+      total += FloatSquaresUsable(block) ? static_cast<double>(block)
+                                         : SquaresBlockWide<D, kResidual>(x, r, h, i0 + b0, len);
     }
     return total;
+  }
+
+  // One block (at most kSquaresBlock elements) of HalfChunkMoments: adds
+  // x[i0, i0 + n) (or h = x + r, written to h) to the double accumulators
+  // `sums` (2 * S::kWidth lanes: exact sums of half-type values, below) and
+  // returns sum((x - pivot)^2) in float, per lane (two accumulators of at
+  // most 16 terms a lane: within 2^-19, all terms positive).
+  template <DType D, bool kResidual>
+  NORMSERVE_INLINE static F HalfBlock(const void* x, const void* r, void* h, int64_t i0, int64_t n, F p,
+                                      typename S::D sums[4]) {
+    F q[2] = {S::Zero(), S::Zero()};
+    auto add = [&](int k, F v, F centered) NORMSERVE_LAMBDA_INLINE {
+      typename S::D lo, hi;
+      S::Widen(v, &lo, &hi);
+      sums[2 * k] = S::DAdd(sums[2 * k], lo);
+      if constexpr (S::kHasHighHalf) sums[2 * k + 1] = S::DAdd(sums[2 * k + 1], hi);
+      const F d = S::Sub(centered, p);
+      q[k] = S::MulAdd(d, d, q[k]);
+    };
+    int64_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+      const F v0 = LoadInput<D, kResidual>(x, r, h, i0 + i);
+      const F v1 = LoadInput<D, kResidual>(x, r, h, i0 + i + W);
+      add(0, v0, v0);
+      add(1, v1, v1);
+    }
+    if (i + W <= n) {
+      const F v = LoadInput<D, kResidual>(x, r, h, i0 + i);
+      add(0, v, v);
+      i += W;
+    }
+    if (i < n) {
+      // Lanes past the end load 0 for the sum and hold the pivot for the squares.
+      const int rest = static_cast<int>(n - i);
+      const F v = LoadInputPartial<D, kResidual>(x, r, h, i0 + i, rest);
+      add(1, v, S::SelectFirst(v, p, rest));
+    }
+    return S::Add(q[0], q[1]);
+  }
+
+  // sum((x - pivot)^2) over [i0, i0 + n) block by block: each block's float
+  // lanes added to double lanes (no horizontal sum per block, whose latency
+  // showed in the profile), unless some lane is outside FloatSquaresUsable's
+  // range (lanes past a short block's end hold 0 and count too): then the
+  // block is summed again in double.
+  template <DType D, bool kResidual>
+  static double HalfSquares(const void* x, const void* r, void* h, int64_t i0, int64_t n, float pivot,
+                            typename S::D sums[4]) {
+    using DV = typename S::D;
+    DV lanes[2] = {S::DSet1(0.0), S::DSet1(0.0)};
+    double redone = 0;
+    const F p = S::Set1(pivot);
+    for (int64_t b0 = 0; b0 < n; b0 += kSquaresBlock) {
+      const int64_t len = std::min(kSquaresBlock, n - b0);
+      const F block = HalfBlock<D, kResidual>(x, r, h, i0 + b0, len, p, sums);
+      if (S::AllWithin(block, kFloatSquaresMin, std::numeric_limits<float>::max())) {
+        DV lo, hi;
+        S::Widen(block, &lo, &hi);
+        lanes[0] = S::DAdd(lanes[0], lo);
+        if constexpr (S::kHasHighHalf) lanes[1] = S::DAdd(lanes[1], hi);
+      } else {
+        redone += SquaresBlockWide<D, kResidual>(x, r, h, i0 + b0, len, pivot);
+      }
+    }
+    return S::DReduceAdd(S::DAdd(lanes[0], lanes[1])) + redone;
+  }
+
+  // Moments of one chunk of FLOAT16 / BFLOAT16 values (or of h = round(x +
+  // r), written to h), with half CenteredPass's double work:
+  // - The mean from sum(x) in double, with no pivot: FLOAT16 values are
+  //   multiples of 2^-24 below 2^16, so every chunk sum (kStatsChunk = 2^12
+  //   of them, below 2^28) is exact in double; BFLOAT16 sums are exact while
+  //   the chunk's values span fewer than 2^33 binades, and within 2^-41 of the
+  //   largest value otherwise (CenteredPass: of the largest distance from its pivot).
+  // - M2 from sum((x - pivot)^2) in float (HalfSquares, within 2^-19),
+  //   minus n (mean - pivot)^2 in double; it only sets rstd. The pivot is
+  //   the mean of the first vector, so the squares around it are rarely more
+  //   than twice M2. Where they are (2^-18 of M2 or more could be lost), the
+  //   squares are summed again around the mean, from cache.
+  template <DType D, bool kResidual>
+  static Moments HalfChunkMoments(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+    using DV = typename S::D;
+    const int first = static_cast<int>(std::min<int64_t>(W, n));
+    const float pivot =
+        S::ReduceAdd(LoadInputPartial<D, kResidual>(x, r, h, i0, first)) / static_cast<float>(first);
+    DV sums[4] = {S::DSet1(0.0), S::DSet1(0.0), S::DSet1(0.0), S::DSet1(0.0)};
+    double squares = HalfSquares<D, kResidual>(x, r, h, i0, n, pivot, sums);
+    const double dn = static_cast<double>(n);
+    Moments m;
+    m.count = dn;
+    m.mean = S::DReduceAdd(S::DAdd(S::DAdd(sums[0], sums[1]), S::DAdd(sums[2], sums[3]))) / dn;
+    double shift = m.mean - static_cast<double>(pivot);
+    if (std::isfinite(m.mean) && !(dn * shift * shift <= 0.5 * squares)) {
+      // h holds the values normalized, so the second pass reads it as input.
+      const float centre = static_cast<float>(m.mean);
+      const void* values = kResidual ? static_cast<const void*>(h) : x;
+      DV unused[4] = {S::DSet1(0.0), S::DSet1(0.0), S::DSet1(0.0), S::DSet1(0.0)};
+      squares = HalfSquares<D, false>(values, nullptr, nullptr, i0, n, centre, unused);
+      shift = m.mean - static_cast<double>(centre);
+    }
+    m.m2 = std::max(0.0, squares - dn * shift * shift);
+    return m;
   }
 
   // Mean and M2 of x[i0, i0 + n) (or of h = x + r, written to h).
@@ -295,6 +415,16 @@ struct Kernels {
     Moments total;
     for (int64_t c = 0; c < n; c += kStatsChunk) {
       const int64_t len = std::min(kStatsChunk, n - c);
+      // Half-type chunks of short rows keep the shifted double sums: there
+      // the pivot's reduction and the per-block steps of HalfChunkMoments
+      // cost more than its arithmetic saves (128-column BFLOAT16 LayerNorm
+      // was about 10% slower out of cache with it).
+      if constexpr (D != DType::kFloat32) {
+        if (len * static_cast<int64_t>(DTypeSize(D)) > kShortRowBytes) {
+          MergeMoments(total, HalfChunkMoments<D, kResidual>(x, r, h, i0 + c, len));
+          continue;
+        }
+      }
       // The chunk's first value (x + r with a residual) as the pivot: in
       // double the shifted sums only need it near the data, and a scalar
       // load costs less than reducing a vector (short rows feel that).

@@ -92,6 +92,12 @@ struct Avx512SimdT {
     const __m512i gap = GapMax(GapInit(), result, shift);
     return _mm512_mask_mov_ps(below, _mm512_cmpgt_epi32_mask(gap, _mm512_set1_epi32(log2 << 23)), above);
   }
+  // Whether lo <= v <= hi in every lane (false for NaN).
+  static bool AllWithin(F v, float lo, float hi) {
+    const __mmask16 in = _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(v, _mm512_set1_ps(lo), _CMP_GE_OQ), v,
+                                                 _mm512_set1_ps(hi), _CMP_LE_OQ);
+    return in == 0xffff;
+  }
   static F SelectFirst(F v, F fallback, int n) { return _mm512_mask_mov_ps(fallback, FirstLanes(n), v); }
 
   static __m256i FloatToBFloat16x16(F v) {
