@@ -442,6 +442,35 @@ struct Kernels {
     return m;
   }
 
+  // One chunk's shifted sums (CenteredPass) and the pivot they are around:
+  // the chunk's first value (x + r with a residual). In double the shifted
+  // sums only need it near the data, and a scalar load costs less than
+  // reducing a vector (short rows feel that). Values near FLT_MAX cannot
+  // overflow it; x + r can, but then h is infinite too and the group's
+  // outputs are NaN anyway.
+  struct ChunkSums {
+    double pivot, sum_d, sum_d2;
+  };
+  template <DType D, bool kResidual, bool kPrefetch>
+  NORMSERVE_INLINE static ChunkSums CenteredSums(const void* x, const void* r, void* h, int64_t i0, int64_t n,
+                                                 const char* pf) {
+    float pivot = LoadAsFloat(x, D, i0);
+    if constexpr (kResidual) pivot += LoadAsFloat(r, D, i0);
+    ChunkSums c{static_cast<double>(pivot), 0, 0};
+    CenteredPass<D, kResidual, kPrefetch>(x, r, h, i0, n, pivot, &c.sum_d, &c.sum_d2, pf);
+    return c;
+  }
+  // Their chunk's mean and M2 (count = n). Also written out, operation for
+  // operation, in LayerRows' batched statistics of short rows.
+  static Moments ChunkMoments(const ChunkSums& c, int64_t n) {
+    const double dn = static_cast<double>(n);
+    Moments m;
+    m.count = dn;
+    m.mean = c.pivot + c.sum_d / dn;
+    m.m2 = std::max(0.0, c.sum_d2 - c.sum_d * c.sum_d / dn);
+    return m;
+  }
+
   // Mean and M2 of x[i0, i0 + n) (or of h = x + r, written to h).
   // kPrefetch: prefetches pf at half rate along the way (PrefetchHalfRate).
   template <DType D, bool kResidual, bool kPrefetch = false>
@@ -461,22 +490,9 @@ struct Kernels {
           continue;
         }
       }
-      // The chunk's first value (x + r with a residual) as the pivot: in
-      // double the shifted sums only need it near the data, and a scalar
-      // load costs less than reducing a vector (short rows feel that).
-      // Values near FLT_MAX cannot overflow it; x + r can, but then h is
-      // infinite too and the group's outputs are NaN anyway.
-      float pivot = LoadAsFloat(x, D, i0 + c);
-      if constexpr (kResidual) pivot += LoadAsFloat(r, D, i0 + c);
-      double sum_d = 0, sum_d2 = 0;
-      CenteredPass<D, kResidual, kPrefetch>(x, r, h, i0 + c, len, pivot, &sum_d, &sum_d2,
-                                            AdvanceHalfRate<D>(pf, c));
-      const double dlen = static_cast<double>(len);
-      Moments chunk;
-      chunk.count = dlen;
-      chunk.mean = static_cast<double>(pivot) + sum_d / dlen;
-      chunk.m2 = std::max(0.0, sum_d2 - sum_d * sum_d / dlen);
-      MergeMoments(total, chunk);
+      const ChunkSums sums =
+          CenteredSums<D, kResidual, kPrefetch>(x, r, h, i0 + c, len, AdvanceHalfRate<D>(pf, c));
+      MergeMoments(total, ChunkMoments(sums, len));
     }
     return total;
   }
@@ -793,13 +809,17 @@ struct Kernels {
     const int64_t group = cols * kElem <= kShortRowBytes ? kShortRowGroup : 1;
     const int64_t ahead_bytes = std::max(2 * group * cols * kElem, kRowPrefetchMinBytes);
     constexpr bool kSplit = kSplitPrefetch<DIn, kRms>;
+    // kSplitPrefetch: what the statistics of a row prefetch, the first half
+    // of the row ahead_bytes on (none past the range's end).
+    auto stats_prefetch = [&](int64_t i0) NORMSERVE_LAMBDA_INLINE -> const char* {
+      if (kSplit && (i0 + cols) * kElem + ahead_bytes <= end * cols * kElem)
+        return static_cast<const char*>(x) + i0 * kElem + ahead_bytes;
+      return nullptr;
+    };
     auto moments = [&](int64_t row) NORMSERVE_LAMBDA_INLINE {
       const int64_t i0 = row * cols;
       RowMoments m;
-      // kSplitPrefetch: the first half of the row ahead_bytes on (none past the range's end).
-      const char* pf = nullptr;
-      if (kSplit && (i0 + cols) * kElem + ahead_bytes <= end * cols * kElem)
-        pf = static_cast<const char*>(x) + i0 * kElem + ahead_bytes;
+      const char* pf = stats_prefetch(i0);
       if constexpr (kRms) {
         const double sum_squares = RunSumSquares<DIn, kResidual>(x, r, h, i0, cols);
         m.var = sum_squares / static_cast<double>(cols);
@@ -825,14 +845,41 @@ struct Kernels {
     GroupTransform* next = transforms[1];
     // The rows' moments first, then their square roots and divisions all at
     // once (a fixed trip count, so the compiler uses vector instructions).
+    // Short LayerNorm rows are a single chunk; their means and variances go
+    // the same way (ChunkMoments, then M2 / count), operation for operation,
+    // so the bits are those of a row alone.
+    static_assert(kShortRowBytes / 2 <= kStatsChunk, "a short row is one chunk");
+    auto short_moments = [&](int64_t first, int64_t count, RowMoments* m) NORMSERVE_LAMBDA_INLINE {
+      double pivot[kShortRowGroup] = {}, sum_d[kShortRowGroup] = {}, sum_d2[kShortRowGroup] = {};
+      for (int64_t j = 0; j < count; ++j) {
+        const int64_t i0 = (first + j) * cols;
+        const ChunkSums c = CenteredSums<DIn, kResidual, kSplit>(x, r, h, i0, cols, stats_prefetch(i0));
+        pivot[j] = c.pivot;
+        sum_d[j] = c.sum_d;
+        sum_d2[j] = c.sum_d2;
+      }
+      const double dn = static_cast<double>(cols);
+      double mean[kShortRowGroup], m2[kShortRowGroup];
+      for (int64_t j = 0; j < kShortRowGroup; ++j) {
+        mean[j] = pivot[j] + sum_d[j] / dn;
+        m2[j] = std::max(0.0, sum_d2[j] - sum_d[j] * sum_d[j] / dn);
+      }
+      for (int64_t j = 0; j < count; ++j) {
+        m[j].mean = mean[j];
+        m[j].var = m2[j] / dn;
+        m[j].finite = std::isfinite(mean[j]) && std::isfinite(m2[j]);
+      }
+    };
     auto group_stats = [&](int64_t first, GroupTransform* out) NORMSERVE_LAMBDA_INLINE {
       const int64_t count = std::min(end, first + group) - first;
       RowMoments m[kShortRowGroup];
       double var[kShortRowGroup] = {}, rstd[kShortRowGroup];
-      for (int64_t j = 0; j < count; ++j) {
-        m[j] = moments(first + j);
-        var[j] = m[j].var;
+      if (!kRms && group == kShortRowGroup) {
+        short_moments(first, count, m);
+      } else {
+        for (int64_t j = 0; j < count; ++j) m[j] = moments(first + j);
       }
+      for (int64_t j = 0; j < count; ++j) var[j] = m[j].var;
       for (int64_t j = 0; j < kShortRowGroup; ++j) rstd[j] = RstdOf(var[j], p.epsilon);
       for (int64_t j = 0; j < count; ++j) {
         out[j] = MakeTransformWithRstd(m[j].mean, m[j].var, rstd[j], m[j].finite);
