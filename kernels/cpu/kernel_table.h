@@ -31,6 +31,10 @@ inline constexpr int64_t kStatsChunk = 4096;
 // go through vector paths over whole [C, S] rows instead of one call per run.
 inline constexpr int64_t kShortSpatial = 16;
 
+// With |beta| at most this, a FLOAT32 output of the float output pass stays
+// within SEMANTICS.md's bound whatever beta cancels (Kernels::kCancelLog2).
+inline constexpr float kFloatBetaUnchecked = 8.0f;
+
 struct PreparedProblem {
   const NormProblem* problem = nullptr;
   ProblemGeometry geometry;
@@ -62,6 +66,9 @@ struct PreparedProblem {
   // BATCH_NORM with batch statistics and a residual: residual_out already
   // holds h when the output pass runs, so it reads h from there.
   bool input_is_residual_out = false;
+  // A FLOAT32 output whose beta has a value beyond kFloatBetaUnchecked (or
+  // one that is not finite): its output passes test for cancellation too.
+  bool float_beta_large = false;
   // Write the output with non-temporal stores: set for outputs much larger
   // than the caches, which would otherwise be read before being overwritten.
   bool stream_output = false;
