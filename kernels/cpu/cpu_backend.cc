@@ -311,18 +311,8 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
     pp.geometry = ComputeGeometry(p);
     const ProblemGeometry& g = pp.geometry;
     if (p.output_dtype == DType::kFloat32 && p.beta.present()) {
-      // One pass over beta, no early exit, so that the FLOAT32 loop vectorizes.
-      const int64_t n = p.beta.NumElements();
-      bool large = false;
-      if (p.beta.dtype == DType::kFloat32) {
-        const float* beta = static_cast<const float*>(p.beta.data);
-        for (int64_t j = 0; j < n; ++j) large |= !(std::fabs(beta[j]) <= cpu::kFloatBetaUnchecked);
-      } else {
-        for (int64_t j = 0; j < n; ++j) {
-          large |= !(std::fabs(LoadAsFloat(p.beta.data, p.beta.dtype, j)) <= cpu::kFloatBetaUnchecked);
-        }
-      }
-      pp.float_beta_large = large;
+      pp.float_beta_large =
+          impl_->table.beyond_float_beta_unchecked(p.beta.data, p.beta.dtype, p.beta.NumElements());
     }
     switch (p.kind) {
       case NormKind::kLayerNorm:

@@ -82,6 +82,9 @@ struct KernelTable {
   // statistics of channels [begin, end), fills the channel_* arrays and the
   // mean / rstd / variance outputs of those channels.
   void (*batch_norm_channel_stats)(PreparedProblem& p, int64_t begin, int64_t end);
+  // Whether some |v| of n values of `dtype` at `data` exceeds
+  // kFloatBetaUnchecked or is not finite (PreparedProblem::float_beta_large).
+  bool (*beyond_float_beta_unchecked)(const void* data, DType dtype, int64_t n);
 };
 
 // REQUIRES: the CPU supports `isa` (DetectCpuIsa() >= isa).

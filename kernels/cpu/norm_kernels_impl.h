@@ -1255,7 +1255,39 @@ struct Kernels {
     }
   }
 
-  static KernelTable Table() { return KernelTable{&RunUnits, &BatchChannelStats}; }
+  // Whether some |v| of the n values at `data` exceeds kFloatBetaUnchecked
+  // = 2^3, by the cancellation test's own measure against 1 (GapMax: one
+  // load, mask, subtract and max per vector). Infinities count; a NaN beta
+  // makes its outputs NaN on either path, so it need not.
+  template <DType D>
+  static bool BeyondFloatBetaUncheckedIn(const void* data, int64_t n) {
+    static_assert(kFloatBetaUnchecked == 8.0f);
+    typename S::G gap0 = S::GapInit(), gap1 = S::GapInit();
+    const F one = S::Set1(1.0f);
+    int64_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+      gap0 = S::GapMax(gap0, one, S::template Load<D>(data, i));
+      gap1 = S::GapMax(gap1, one, S::template Load<D>(data, i + W));
+    }
+    for (; i < n; i += W) {
+      // Lanes past the end load 0: never above.
+      gap0 = S::GapMax(gap0, one, LoadSome<D>(data, i, static_cast<int>(std::min<int64_t>(W, n - i))));
+    }
+    return S::GapAbove(gap0, 3) || S::GapAbove(gap1, 3);
+  }
+  static bool BeyondFloatBetaUnchecked(const void* data, DType dtype, int64_t n) {
+    switch (dtype) {
+      case DType::kFloat32:
+        return BeyondFloatBetaUncheckedIn<DType::kFloat32>(data, n);
+      case DType::kFloat16:
+        return BeyondFloatBetaUncheckedIn<DType::kFloat16>(data, n);
+      case DType::kBFloat16:
+        return BeyondFloatBetaUncheckedIn<DType::kBFloat16>(data, n);
+    }
+    return true;
+  }
+
+  static KernelTable Table() { return KernelTable{&RunUnits, &BatchChannelStats, &BeyondFloatBetaUnchecked}; }
 };
 
 }  // namespace
