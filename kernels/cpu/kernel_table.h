@@ -66,8 +66,8 @@ struct PreparedProblem {
   // BATCH_NORM with batch statistics and a residual: residual_out already
   // holds h when the output pass runs, so it reads h from there.
   bool input_is_residual_out = false;
-  // A FLOAT32 output whose beta has a value beyond kFloatBetaUnchecked (or
-  // one that is not finite): its output passes test for cancellation too.
+  // A FLOAT32 output whose beta has a value beyond kFloatBetaUnchecked
+  // (infinities included): its output passes test for cancellation too.
   bool float_beta_large = false;
   // Write the output with non-temporal stores: set for outputs much larger
   // than the caches, which would otherwise be read before being overwritten.
@@ -83,7 +83,7 @@ struct KernelTable {
   // mean / rstd / variance outputs of those channels.
   void (*batch_norm_channel_stats)(PreparedProblem& p, int64_t begin, int64_t end);
   // Whether some |v| of n values of `dtype` at `data` exceeds
-  // kFloatBetaUnchecked or is not finite (PreparedProblem::float_beta_large).
+  // kFloatBetaUnchecked (PreparedProblem::float_beta_large).
   bool (*beyond_float_beta_unchecked)(const void* data, DType dtype, int64_t n);
 };
 
