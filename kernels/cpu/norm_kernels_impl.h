@@ -201,11 +201,14 @@ struct Kernels {
 
   // The statistics passes' share of the row prefetch (kSplitPrefetch): at
   // element i of a pass, the bytes at pf + i * size / 2, so a pass over a
-  // row prefetches half a row. pf == nullptr: none.
+  // row prefetches half a row. Only passes with kPrefetch call it, and they
+  // always get a pointer (LayerRows' ahead_of).
   template <DType D>
   NORMSERVE_INLINE static void PrefetchHalfRate(const char* pf, int64_t i) {
-    if (pf != nullptr) __builtin_prefetch(pf + i * static_cast<int64_t>(DTypeSize(D)) / 2, 0, 3);
+    __builtin_prefetch(pf + i * static_cast<int64_t>(DTypeSize(D)) / 2, 0, 3);
   }
+  // pf for the pass starting i elements on (nullptr stays nullptr: passes
+  // without kPrefetch get none).
   template <DType D>
   static const char* AdvanceHalfRate(const char* pf, int64_t i) {
     return pf == nullptr ? nullptr : pf + i * static_cast<int64_t>(DTypeSize(D)) / 2;
@@ -460,9 +463,8 @@ struct Kernels {
     CenteredPass<D, kResidual, kPrefetch>(x, r, h, i0, n, pivot, &c.sum_d, &c.sum_d2, pf);
     return c;
   }
-  // Their chunk's mean and M2 (count = n). Also written out, operation for
-  // operation, in LayerRows' batched statistics of short rows.
-  static Moments ChunkMoments(const ChunkSums& c, int64_t n) {
+  // Their chunk's mean and M2 (count = n).
+  NORMSERVE_INLINE static Moments ChunkMoments(const ChunkSums& c, int64_t n) {
     const double dn = static_cast<double>(n);
     Moments m;
     m.count = dn;
@@ -825,13 +827,16 @@ struct Kernels {
     const int64_t group = cols * kElem <= kShortRowBytes ? kShortRowGroup : 1;
     const int64_t ahead_bytes = std::max(2 * group * cols * kElem, kRowPrefetchMinBytes);
     constexpr bool kSplit = kSplitPrefetch<DIn, kRms>;
-    // kSplitPrefetch: what the statistics of a row prefetch, the first half
-    // of the row ahead_bytes on (none past the range's end).
-    auto stats_prefetch = [&](int64_t i0) NORMSERVE_LAMBDA_INLINE -> const char* {
-      if (kSplit && (i0 + cols) * kElem + ahead_bytes <= end * cols * kElem)
-        return static_cast<const char*>(x) + i0 * kElem + ahead_bytes;
-      return nullptr;
+    // The input `bytes` on from the row at i0 while a row's worth from there
+    // stays in the range; past that the row itself, which prefetches then
+    // re-touch (never running past the range saves the bandwidth).
+    auto ahead_of = [&](int64_t i0, int64_t bytes) NORMSERVE_LAMBDA_INLINE {
+      const bool fits = (i0 + cols) * kElem + bytes <= end * cols * kElem;
+      return static_cast<const char*>(x) + i0 * kElem + (fits ? bytes : 0);
     };
+    // kSplitPrefetch: what the statistics of a row prefetch, the first half
+    // of the row ahead_bytes on.
+    auto stats_prefetch = [&](int64_t i0) NORMSERVE_LAMBDA_INLINE { return ahead_of(i0, ahead_bytes); };
     auto moments = [&](int64_t row) NORMSERVE_LAMBDA_INLINE {
       const int64_t i0 = row * cols;
       RowMoments m;
@@ -860,29 +865,22 @@ struct Kernels {
     GroupTransform* next = transforms[1];
     // The rows' moments first, then their square roots and divisions all at
     // once (a fixed trip count, so the compiler uses vector instructions).
-    // Short LayerNorm rows are a single chunk; their means and variances go
-    // the same way (ChunkMoments, then M2 / count), operation for operation,
-    // so the bits are those of a row alone.
+    // Short LayerNorm rows are a single chunk: their sums first, then their
+    // means and variances (ChunkMoments, as RunMoments does for one chunk)
+    // in one fixed-trip loop, so the bits are those of a row alone.
     static_assert(kShortRowBytes / 2 <= kStatsChunk, "a short row is one chunk");
     auto short_moments = [&](int64_t first, int64_t count, RowMoments* m) NORMSERVE_LAMBDA_INLINE {
-      double pivot[kShortRowGroup] = {}, sum_d[kShortRowGroup] = {}, sum_d2[kShortRowGroup] = {};
+      ChunkSums sums[kShortRowGroup] = {};
       for (int64_t j = 0; j < count; ++j) {
         const int64_t i0 = (first + j) * cols;
-        const ChunkSums c = CenteredSums<DIn, kResidual, kSplit>(x, r, h, i0, cols, stats_prefetch(i0));
-        pivot[j] = c.pivot;
-        sum_d[j] = c.sum_d;
-        sum_d2[j] = c.sum_d2;
+        sums[j] = CenteredSums<DIn, kResidual, kSplit>(x, r, h, i0, cols, stats_prefetch(i0));
       }
-      const double dn = static_cast<double>(cols);
-      double mean[kShortRowGroup], m2[kShortRowGroup];
-      for (int64_t j = 0; j < kShortRowGroup; ++j) {
-        mean[j] = pivot[j] + sum_d[j] / dn;
-        m2[j] = std::max(0.0, sum_d2[j] - sum_d[j] * sum_d[j] / dn);
-      }
+      Moments mo[kShortRowGroup];
+      for (int64_t j = 0; j < kShortRowGroup; ++j) mo[j] = ChunkMoments(sums[j], cols);
       for (int64_t j = 0; j < count; ++j) {
-        m[j].mean = mean[j];
-        m[j].var = m2[j] / dn;
-        m[j].finite = std::isfinite(mean[j]) && std::isfinite(m2[j]);
+        m[j].mean = mo[j].mean;
+        m[j].var = mo[j].m2 / mo[j].count;
+        m[j].finite = std::isfinite(mo[j].mean) && std::isfinite(mo[j].m2);
       }
     };
     auto group_stats = [&](int64_t first, GroupTransform* out) NORMSERVE_LAMBDA_INLINE {
@@ -915,9 +913,8 @@ struct Kernels {
         // kSplitPrefetch: the second half of the row that the statistics
         // of the next group prefetch the first half of.
         const bool more = first + 2 * group < end;
-        const int64_t out_ahead = kSplit ? ahead_bytes + (group * cols + cols / 2) * kElem : ahead_bytes;
-        const bool more_out = kSplit ? (i0 + cols) * kElem + out_ahead <= end * cols * kElem : more;
-        const char* ahead = static_cast<const char*>(x) + i0 * kElem + (more_out ? out_ahead : 0);
+        const char* ahead = kSplit ? ahead_of(i0, ahead_bytes + (group * cols + cols / 2) * kElem)
+                                   : static_cast<const char*>(x) + i0 * kElem + (more ? ahead_bytes : 0);
         const char* ahead_residual =
             kResidual && more ? static_cast<const char*>(r) + i0 * kElem + ahead_bytes : nullptr;
         if (prm.gamma != nullptr) prm.gamma_offset = pp.gamma_rows.Offset(row);
