@@ -547,8 +547,24 @@ struct Kernels {
   // non-temporal stores (after a partial vector that reaches alignment), so a
   // large output does not first read its cache lines. The output pass is
   // elementwise, so where the vectors start never changes a value.
-  template <DType DOut, typename Compute>
+  // kNoDenormals: the full vectors hold no denormal (S::StoreNoDenormals);
+  // partial vectors always take the tested store.
+  template <DType DOut, bool kNoDenormals = false, typename Compute>
   NORMSERVE_INLINE static void StoreLoop(void* y, int64_t i0, int64_t n, bool stream, Compute compute) {
+    auto store = [&](int64_t at, F v) NORMSERVE_LAMBDA_INLINE {
+      if constexpr (kNoDenormals) {
+        S::template StoreNoDenormals<DOut>(y, at, v);
+      } else {
+        S::template Store<DOut>(y, at, v);
+      }
+    };
+    auto store_stream = [&](int64_t at, F v) NORMSERVE_LAMBDA_INLINE {
+      if constexpr (kNoDenormals) {
+        S::template StoreStream<DOut, true>(y, at, v);
+      } else {
+        S::template StoreStream<DOut>(y, at, v);
+      }
+    };
     int64_t i = 0;
     if (stream) {
       constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DOut));
@@ -560,10 +576,10 @@ struct Kernels {
         i = rest;
       }
       if (misaligned % kElem == 0) {
-        for (; i + W <= n; i += W) S::template StoreStream<DOut>(y, i0 + i, compute(i, W));
+        for (; i + W <= n; i += W) store_stream(i0 + i, compute(i, W));
       }
     }
-    for (; i + W <= n; i += W) S::template Store<DOut>(y, i0 + i, compute(i, W));
+    for (; i + W <= n; i += W) store(i0 + i, compute(i, W));
     if (i < n) {
       const int rest = static_cast<int>(n - i);
       S::template StorePartial<DOut>(y, i0 + i, compute(i, rest), rest);
@@ -658,6 +674,13 @@ struct Kernels {
   template <DType DOut, typename Compute, typename Wide>
   NORMSERVE_INLINE static void CheckedStoreLoop(void* y, int64_t i0, int64_t n, bool stream, bool test_cancel,
                                                 bool all_careful, Compute compute, Wide wide) {
+    // Where the BFLOAT16 store tests every vector for denormals (which
+    // vcvtneps2bf16 would flush), the passes test a block at a time instead:
+    // the cancellation gap also counts denormal results of full vectors as
+    // cancelling (without beta, a mask of them is kept), so a block that
+    // passes has none and its full vectors store untested; a block that does
+    // not is written again with tested stores.
+    constexpr bool kFoldDenormals = DOut == DType::kBFloat16 && S::kBf16StoreTestsDenormals;
     if (all_careful) {
       StoreLoop<DOut>(y, i0, n, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
         return wide(compute(i, rest), i, rest);
@@ -665,18 +688,41 @@ struct Kernels {
       return;
     }
     if (!test_cancel) {
-      StoreLoop<DOut>(y, i0, n, stream,
-                      [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE { return compute(i, rest).y; });
+      if constexpr (kFoldDenormals) {
+        for (int64_t b0 = 0; b0 < n; b0 += kCheckBlock) {
+          const int64_t len = std::min(kCheckBlock, n - b0);
+          typename S::Mask denormal = S::NoLanes();
+          StoreLoop<DOut, true>(y, i0 + b0, len, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+            const F v = compute(b0 + i, rest).y;
+            if (rest == W) denormal = S::OrDenormalLanes(denormal, v);
+            return v;
+          });
+          if (S::AnyLane(denormal)) {
+            StoreLoop<DOut>(y, i0 + b0, len, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+              return compute(b0 + i, rest).y;
+            });
+          }
+        }
+      } else {
+        StoreLoop<DOut>(y, i0, n, stream,
+                        [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE { return compute(i, rest).y; });
+      }
       return;
     }
     for (int64_t b0 = 0; b0 < n; b0 += kCheckBlock) {
       const int64_t len = std::min(kCheckBlock, n - b0);
       typename S::G gap = S::GapInit();
-      StoreLoop<DOut>(y, i0 + b0, len, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
-        const Lanes l = compute(b0 + i, rest);
-        gap = S::GapMax(gap, l.y, l.beta);
-        return l.y;
-      });
+      StoreLoop<DOut, kFoldDenormals>(
+          y, i0 + b0, len, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+            const Lanes l = compute(b0 + i, rest);
+            if constexpr (kFoldDenormals) {
+              gap = rest == W ? S::GapMaxOrSubnormal(gap, l.y, l.beta, kCancelLog2<DOut>)
+                              : S::GapMax(gap, l.y, l.beta);
+            } else {
+              gap = S::GapMax(gap, l.y, l.beta);
+            }
+            return l.y;
+          });
       if (S::GapAbove(gap, kCancelLog2<DOut>)) {
         StoreLoop<DOut>(y, i0 + b0, len, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
           const Lanes l = compute(b0 + i, rest);

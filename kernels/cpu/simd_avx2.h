@@ -58,6 +58,8 @@ struct Avx2Simd {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
+  // No store here skips a denormal test (Avx512SimdT::StoreNoDenormals).
+  static constexpr bool kBf16StoreTestsDenormals = false;
   // Cancellation test (see Avx512SimdT::GapMax).
   using G = __m256i;
   static G GapInit() { return _mm256_set1_epi32(-0x7fffffff); }

@@ -45,6 +45,8 @@ struct ScalarSimd {
   static D DMulAdd(D a, D b, D c) { return a * b + c; }
   static double DReduceAdd(D v) { return v; }
   // Whether |result| < |term| * ratio in any lane.
+  // No store here skips a denormal test (Avx512SimdT::StoreNoDenormals).
+  static constexpr bool kBf16StoreTestsDenormals = false;
   // Cancellation test (see Avx512SimdT::GapMax): here the largest
   // |shift| / |result| seen (infinite where result is 0 and shift is not).
   using G = float;

@@ -335,6 +335,50 @@ TEST_P(CpuIsaTest, CancellingBetaFloat32StaysWithinBound) {
   ExpectNoFailures(failures);
 }
 
+// Outputs below the smallest normal float: vcvtneps2bf16 would flush them
+// to zero, so on avx512_bf16 the output passes find them (a block at a
+// time, no per-vector test) and write their blocks again with the rounding
+// that keeps them. Gamma is a float denormal in columns [300, 600) of
+// LayerNorm and RMSNorm rows (ending in a partial vector), with no beta
+// and with an all-zero beta, and in one channel of GroupNorm segments;
+// strict 1 ulp against the reference, BFLOAT16 outputs (FLOAT16 for
+// contrast, whose store has no such test).
+TEST_P(CpuIsaTest, DenormalHalfOutputsKeepTheirValue) {
+  std::vector<std::string> failures;
+  for (DType out : {DType::kBFloat16, DType::kFloat16}) {
+    for (NormKind kind : {NormKind::kLayerNorm, NormKind::kRmsNorm}) {
+      for (bool zero_beta : {false, true}) {
+        CaseSpec spec;
+        spec.kind = kind;
+        spec.dtype = DType::kFloat32;
+        spec.output_dtype = out;
+        spec.params = zero_beta ? testing::ParamMode::kAffine : testing::ParamMode::kGammaOnly;
+        spec.shape = {3, 1000};
+        ProblemCase c = testing::MakeRandomCase(spec, 81);
+        c.name = std::string(NormKindName(kind)) + " denormal outputs -> " + std::string(DTypeName(out)) +
+                 (zero_beta ? ", zero beta" : ", no beta");
+        for (int64_t i = 300; i < 600; ++i) c.gamma.Set(i, 1e-39f * (1.0f + static_cast<float>(i) / 1000.0f));
+        if (zero_beta) {
+          for (int64_t i = 0; i < 1000; ++i) c.beta.Set(i, 0.0f);
+        }
+        for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
+      }
+    }
+    CaseSpec spec;
+    spec.kind = NormKind::kGroupNorm;
+    spec.dtype = DType::kFloat32;
+    spec.output_dtype = out;
+    spec.params = testing::ParamMode::kGammaOnly;
+    spec.shape = {2, 4, 300};
+    spec.num_groups = 2;
+    ProblemCase c = testing::MakeRandomCase(spec, 82);
+    c.name = std::string("GroupNorm denormal outputs -> ") + std::string(DTypeName(out));
+    c.gamma.Set(1, 3e-39f);
+    for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
+  }
+  ExpectNoFailures(failures);
+}
+
 // Short channel runs ([N, C] and [N, C, S] with S <= kShortSpatial) take
 // their own vector paths: GroupNorm/InstanceNorm groups as rows with
 // per-element parameters, BatchNorm by columns (statistics) and runs of
