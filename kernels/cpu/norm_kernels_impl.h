@@ -68,22 +68,33 @@ constexpr int64_t kPrefetchBytes = 16 << 10;
 // KiB at the start of each row, the previous scheme, against this).
 constexpr int64_t kRowPrefetchMinBytes = 4 << 10;
 
-// FLOAT32 LayerNorm rows spread that prefetch over both passes instead: the
-// statistics of a row ask for the first half of the row two groups on, the
-// output pass of the group before for its second half, so the memory system
-// also has requests while the (double) statistics run, which the output
-// pass alone left idle. Bench A/B, out of cache, 2 threads, 4 alternating
-// rounds (GB/s): FLOAT32 LayerNorm 1024 columns 30.8-47.6 -> 36.8-48.2,
-// 4096 columns 31.9-34.3 -> 39.3-47.1, 16384 columns 26.0-34.6 ->
-// 39.9-44.7. The others gained nothing or lost: FLOAT32 RMSNorm 4096
-// columns 49.7-67.7 -> 41.4-50.8 (its statistics are short, so half a row
-// of requests comes in a burst), BFLOAT16 LayerNorm 1024 columns 28.3-31.1
-// -> 24.8-30.1, FLOAT16 4096 26.8-33.2 -> 25.0-31.6 (arithmetic dominates
-// there, and a vector is half a cache line, so the extra prefetch
-// instructions cost what the overlap saves). They keep the output-pass
-// prefetch alone, as does the residual stream.
+// LayerNorm rows move (some of) that prefetch into the statistics pass
+// (kSplitPrefetch), so the memory system also has requests while the
+// (double) statistics run, which the output pass alone left idle: the
+// statistics of a row ask for the row two groups on, at one cache line per
+// loop iteration (kStatsPrefetchDivisor).
+// - FLOAT32: an iteration reads two cache lines, so the statistics prefetch
+//   the first half of the row ahead and the output pass the second half.
+//   Bench A/B, out of cache, 2 threads, 4 alternating rounds (GB/s): 1024
+//   columns 30.8-47.6 -> 36.8-48.2, 4096 31.9-34.3 -> 39.3-47.1, 16384
+//   26.0-34.6 -> 39.9-44.7. A whole row from the statistics, one line per
+//   iteration (every other line), was far slower (4096 columns 6.3-7.3 ->
+//   8.0-8.8 ms).
+// - FLOAT16 / BFLOAT16: an iteration reads one cache line, so the
+//   statistics prefetch the whole row ahead and the output pass nothing
+//   (its vectors are half a line: it had issued two prefetches per line).
+//   Driver, 128 MiB of input, 2 threads, 3 alternating rounds, min (median)
+//   ms: BFLOAT16 512 columns 9.6-9.9 -> 9.1-9.4, 1024 9.2-9.5 -> 8.8-9.0,
+//   4096 9.5-9.7 (10.0-10.2) -> 8.9-9.1 (9.1-9.5), 16384 8.7-9.1 ->
+//   8.6-8.9; FLOAT16 4096 10.3-11.1 -> 8.9-10.2. Half a row from each
+//   pass, as FLOAT32 does, had gained nothing there.
+// RMSNorm keeps the output-pass prefetch alone (FLOAT32 4096 columns lost
+// with the split, 49.7-67.7 -> 41.4-50.8 GB/s: its statistics are short, so
+// the requests come in a burst), as does the residual stream.
 template <DType D, bool kRms>
-inline constexpr bool kSplitPrefetch = D == DType::kFloat32 && !kRms;
+inline constexpr bool kSplitPrefetch = !kRms;
+template <DType D>
+inline constexpr int64_t kStatsPrefetchDivisor = D == DType::kFloat32 ? 2 : 1;
 
 // LAYER/RMS rows of at most this many input bytes go through the statistics
 // kShortRowGroup at a time (Kernels::LayerRows).
@@ -200,18 +211,19 @@ struct Kernels {
   }
 
   // The statistics passes' share of the row prefetch (kSplitPrefetch): at
-  // element i of a pass, the bytes at pf + i * size / 2, so a pass over a
-  // row prefetches half a row. Only passes with kPrefetch call it, and they
-  // always get a pointer (LayerRows' ahead_of).
+  // element i of a pass, the bytes at pf + i * size / kStatsPrefetchDivisor,
+  // so a pass over a row prefetches half a row (FLOAT32) or a whole one.
+  // Only passes with kPrefetch call it, and they always get a pointer
+  // (LayerRows' ahead_of).
   template <DType D>
-  NORMSERVE_INLINE static void PrefetchHalfRate(const char* pf, int64_t i) {
-    __builtin_prefetch(pf + i * static_cast<int64_t>(DTypeSize(D)) / 2, 0, 3);
+  NORMSERVE_INLINE static void PrefetchStatsShare(const char* pf, int64_t i) {
+    __builtin_prefetch(pf + i * static_cast<int64_t>(DTypeSize(D)) / kStatsPrefetchDivisor<D>, 0, 3);
   }
   // pf for the pass starting i elements on (nullptr stays nullptr: passes
   // without kPrefetch get none).
   template <DType D>
-  static const char* AdvanceHalfRate(const char* pf, int64_t i) {
-    return pf == nullptr ? nullptr : pf + i * static_cast<int64_t>(DTypeSize(D)) / 2;
+  static const char* AdvanceStatsShare(const char* pf, int64_t i) {
+    return pf == nullptr ? nullptr : pf + i * static_cast<int64_t>(DTypeSize(D)) / kStatsPrefetchDivisor<D>;
   }
 
   // sum(x - pivot) and sum((x - pivot)^2) over x[i0, i0 + n) (or over h =
@@ -241,7 +253,7 @@ struct Kernels {
     };
     int64_t i = 0;
     for (; i + 2 * W <= n; i += 2 * W) {
-      if constexpr (kPrefetch) PrefetchHalfRate<D>(pf, i);
+      if constexpr (kPrefetch) PrefetchStatsShare<D>(pf, i);
       add(0, LoadInput<D, kResidual>(x, r, h, i0 + i));
       add(1, LoadInput<D, kResidual>(x, r, h, i0 + i + W));
     }
@@ -359,7 +371,7 @@ struct Kernels {
     };
     int64_t i = 0;
     for (; i + 2 * W <= n; i += 2 * W) {
-      if constexpr (kPrefetch) PrefetchHalfRate<D>(pf, i);
+      if constexpr (kPrefetch) PrefetchStatsShare<D>(pf, i);
       const F v0 = LoadInput<D, kResidual>(x, r, h, i0 + i);
       const F v1 = LoadInput<D, kResidual>(x, r, h, i0 + i + W);
       add(0, v0, v0);
@@ -394,7 +406,7 @@ struct Kernels {
     for (int64_t b0 = 0; b0 < n; b0 += kSquaresBlock) {
       const int64_t len = std::min(kSquaresBlock, n - b0);
       const F block =
-          HalfBlock<D, kResidual, kPrefetch>(x, r, h, i0 + b0, len, p, sums, AdvanceHalfRate<D>(pf, b0));
+          HalfBlock<D, kResidual, kPrefetch>(x, r, h, i0 + b0, len, p, sums, AdvanceStatsShare<D>(pf, b0));
       if (S::AllWithin(block, kFloatSquaresMin, std::numeric_limits<float>::max())) {
         DV lo, hi;
         S::Widen(block, &lo, &hi);
@@ -474,7 +486,7 @@ struct Kernels {
   }
 
   // Mean and M2 of x[i0, i0 + n) (or of h = x + r, written to h).
-  // kPrefetch: prefetches pf at half rate along the way (PrefetchHalfRate).
+  // kPrefetch: prefetches from pf along the way (PrefetchStatsShare).
   template <DType D, bool kResidual, bool kPrefetch = false>
   static Moments RunMoments(const void* x, const void* r, void* h, int64_t i0, int64_t n,
                             const char* pf = nullptr) {
@@ -488,12 +500,12 @@ struct Kernels {
       if constexpr (D != DType::kFloat32) {
         if (len * static_cast<int64_t>(DTypeSize(D)) > kShortRowBytes) {
           MergeMoments(total, HalfChunkMoments<D, kResidual, kPrefetch>(x, r, h, i0 + c, len,
-                                                                        AdvanceHalfRate<D>(pf, c)));
+                                                                        AdvanceStatsShare<D>(pf, c)));
           continue;
         }
       }
       const ChunkSums sums =
-          CenteredSums<D, kResidual, kPrefetch>(x, r, h, i0 + c, len, AdvanceHalfRate<D>(pf, c));
+          CenteredSums<D, kResidual, kPrefetch>(x, r, h, i0 + c, len, AdvanceStatsShare<D>(pf, c));
       MergeMoments(total, ChunkMoments(sums, len));
     }
     return total;
@@ -733,9 +745,16 @@ struct Kernels {
     }
   }
 
-  // The output pass prefetches ahead + i * size at element i (kHalfRate:
-  // ahead + i * size / 2, kSplitPrefetch), and the same of ahead_residual.
-  template <DType DIn, DType DOut, bool kHalfRate = false>
+  // What the output pass prefetches of the input at element i: ahead + i *
+  // size (kWholeRow), ahead + i * size / 2 (kHalfRow: FLOAT32 with
+  // kSplitPrefetch) or nothing (kNoRow: half types with kSplitPrefetch).
+  // ahead_residual, where not nullptr, is prefetched as with kWholeRow.
+  enum OutputPrefetch { kWholeRow, kHalfRow, kNoRow };
+  template <DType DIn, bool kRms>
+  static constexpr OutputPrefetch kOutputPrefetch = !kSplitPrefetch<DIn, kRms>        ? kWholeRow
+                                                    : kStatsPrefetchDivisor<DIn> == 2 ? kHalfRow
+                                                                                      : kNoRow;
+  template <DType DIn, DType DOut, OutputPrefetch kPrefetch = kWholeRow>
   static void NormalizeRow(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
                            const RowParams& prm, bool stream, const char* ahead, const char* ahead_residual) {
     // The shapes models use (FLOAT32 gamma, FLOAT32 beta or none, no unit
@@ -743,19 +762,19 @@ struct Kernels {
     // in the loop, they cost a quarter of the pass.
     const bool plain_gamma = prm.gamma != nullptr && prm.gamma_f32 && !prm.unit_offset;
     if (plain_gamma && prm.beta != nullptr && prm.beta_f32) {
-      return NormalizeRowT<DIn, DOut, kGammaBetaF32, kHalfRate>(x, y, i0, n, t, prm, stream, ahead,
+      return NormalizeRowT<DIn, DOut, kGammaBetaF32, kPrefetch>(x, y, i0, n, t, prm, stream, ahead,
                                                                 ahead_residual);
     }
     if (plain_gamma && prm.beta == nullptr) {
-      return NormalizeRowT<DIn, DOut, kGammaF32, kHalfRate>(x, y, i0, n, t, prm, stream, ahead,
+      return NormalizeRowT<DIn, DOut, kGammaF32, kPrefetch>(x, y, i0, n, t, prm, stream, ahead,
                                                             ahead_residual);
     }
-    NormalizeRowT<DIn, DOut, kAnyParams, kHalfRate>(x, y, i0, n, t, prm, stream, ahead, ahead_residual);
+    NormalizeRowT<DIn, DOut, kAnyParams, kPrefetch>(x, y, i0, n, t, prm, stream, ahead, ahead_residual);
   }
 
   enum ParamShape { kAnyParams, kGammaF32, kGammaBetaF32 };
 
-  template <DType DIn, DType DOut, ParamShape kShape, bool kHalfRate>
+  template <DType DIn, DType DOut, ParamShape kShape, OutputPrefetch kPrefetch>
   static void NormalizeRowT(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
                             const RowParams& prm, bool stream, const char* ahead,
                             const char* ahead_residual) {
@@ -773,7 +792,8 @@ struct Kernels {
     constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DIn));
     // Vector [i, i + rest) in float; it also prefetches the row ahead.
     auto compute = [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
-      __builtin_prefetch(ahead + i * kElem / (kHalfRate ? 2 : 1), 0, 3);
+      if constexpr (kPrefetch != kNoRow)
+        __builtin_prefetch(ahead + i * kElem / (kPrefetch == kHalfRow ? 2 : 1), 0, 3);
       if (ahead_residual != nullptr) __builtin_prefetch(ahead_residual + i * kElem, 0, 3);
       Lanes l;
       l.v = LoadSome<DIn>(x, i0 + i, rest);
@@ -880,8 +900,8 @@ struct Kernels {
       const bool fits = (i0 + cols) * kElem + bytes <= end * cols * kElem;
       return static_cast<const char*>(x) + i0 * kElem + (fits ? bytes : 0);
     };
-    // kSplitPrefetch: what the statistics of a row prefetch, the first half
-    // of the row ahead_bytes on.
+    // kSplitPrefetch: what the statistics of a row prefetch, the row
+    // ahead_bytes on (its first half for FLOAT32: kStatsPrefetchDivisor).
     auto stats_prefetch = [&](int64_t i0) NORMSERVE_LAMBDA_INLINE { return ahead_of(i0, ahead_bytes); };
     auto moments = [&](int64_t row) NORMSERVE_LAMBDA_INLINE {
       const int64_t i0 = row * cols;
@@ -956,17 +976,20 @@ struct Kernels {
         // Prefetches never fault, so running past the last row would be
         // harmless; the last groups of the range re-touch themselves
         // instead, to save the bandwidth.
-        // kSplitPrefetch: the second half of the row that the statistics
-        // of the next group prefetch the first half of.
+        // kHalfRow: the second half of the row that the statistics of the
+        // next group prefetch the first half of.
+        constexpr OutputPrefetch kOutPrefetch = kOutputPrefetch<DIn, kRms>;
         const bool more = first + 2 * group < end;
-        const char* ahead = kSplit ? ahead_of(i0, ahead_bytes + (group * cols + cols / 2) * kElem)
-                                   : static_cast<const char*>(x) + i0 * kElem + (more ? ahead_bytes : 0);
+        const char* ahead =
+            kOutPrefetch == kHalfRow    ? ahead_of(i0, ahead_bytes + (group * cols + cols / 2) * kElem)
+            : kOutPrefetch == kWholeRow ? static_cast<const char*>(x) + i0 * kElem + (more ? ahead_bytes : 0)
+                                        : nullptr;
         const char* ahead_residual =
             kResidual && more ? static_cast<const char*>(r) + i0 * kElem + ahead_bytes : nullptr;
         if (prm.gamma != nullptr) prm.gamma_offset = pp.gamma_rows.Offset(row);
         if (prm.beta != nullptr) prm.beta_offset = pp.beta_rows.Offset(row);
-        NormalizeRow<DIn, DOut, kSplit>(normalized, p.out.output, i0, cols, t, prm, pp.stream_output, ahead,
-                                        ahead_residual);
+        NormalizeRow<DIn, DOut, kOutPrefetch>(normalized, p.out.output, i0, cols, t, prm, pp.stream_output,
+                                              ahead, ahead_residual);
         if (!kRms && p.out.mean != nullptr) p.out.mean[row] = t.mean_out;
         if (p.out.rstd != nullptr) p.out.rstd[row] = t.rstd_out;
       }
