@@ -12,7 +12,9 @@
 // call enough times to last a few milliseconds. The copy baseline copies the
 // same number of bytes (read + written) with memcpy, split over the same
 // threads by the same pool the backend uses. Peers (oneDNN layer
-// normalization) run on the same buffers and thread count.
+// normalization) run on the same buffers and thread count. Kernel, copy and
+// peer take turns, one repetition each per round, and frac_of_copy is the
+// median of the rounds' ratios (InterleavedMedians).
 #include <time.h>
 #include <unistd.h>
 
@@ -164,24 +166,69 @@ double WallSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Median seconds per call of fn: warm-up, then `reps` timed repetitions, each
-// of enough calls to last about 2 ms. Work that runs entirely on the calling
-// thread (`inline_only`) is timed by that thread's CPU clock, which does not
-// count time the thread spent preempted on a shared machine; everything
-// else by the wall clock.
-double MedianSeconds(const std::function<void()>& fn, int reps, bool inline_only = false) {
-  auto seconds_of = [&](int calls) {
-    const double t0 = inline_only ? ThreadCpuSeconds() : WallSeconds();
-    for (int i = 0; i < calls; ++i) fn();
-    return (inline_only ? ThreadCpuSeconds() : WallSeconds()) - t0;
+// One function to time. Work that runs entirely on the calling thread
+// (`inline_only`) is timed by that thread's CPU clock, which does not count
+// time the thread spent preempted on a shared machine; everything else by
+// the wall clock.
+// `settle`: the function leaves threads spinning (OpenMP's, in oneDNN),
+// which would take the cores from whatever runs next; the timing waits
+// kSettle after each of its repetitions, outside the timed region.
+struct Timed {
+  std::function<void()> fn;
+  bool inline_only = false;
+  bool settle = false;
+};
+constexpr std::chrono::milliseconds kSettle{20};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Seconds per call of each of `fns` (the median of `reps` repetitions, each
+// of enough calls to last about 2 ms, after a warm-up), and for each the
+// median over repetitions of its seconds over those of fns[0] in the same
+// round. The functions take turns, one repetition each per round, so a slow
+// spell of a shared machine (this VM's copy speed swings by 2x between
+// minutes) falls on the kernel and its copy baseline alike: ratios within a
+// round are far steadier than medians taken minutes apart.
+struct Interleaved {
+  std::vector<double> seconds;
+  std::vector<double> ratio_to_first;
+};
+Interleaved InterleavedMedians(const std::vector<Timed>& fns, int reps) {
+  const size_t n = fns.size();
+  auto seconds_of = [&](size_t k, int calls) {
+    const bool cpu_clock = fns[k].inline_only;
+    const double t0 = cpu_clock ? ThreadCpuSeconds() : WallSeconds();
+    for (int i = 0; i < calls; ++i) fns[k].fn();
+    return (cpu_clock ? ThreadCpuSeconds() : WallSeconds()) - t0;
   };
-  const double first = seconds_of(1);
-  const int calls = static_cast<int>(std::clamp(2e-3 / std::max(first, 1e-9), 1.0, 100000.0));
-  seconds_of(calls);  // Warm-up: caches, page faults, thread wake-ups.
-  std::vector<double> samples;
-  for (int r = 0; r < reps; ++r) samples.push_back(seconds_of(calls) / calls);
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
+  std::vector<int> calls(n);
+  for (size_t k = 0; k < n; ++k) {
+    const double first = seconds_of(k, 1);
+    calls[k] = static_cast<int>(std::clamp(2e-3 / std::max(first, 1e-9), 1.0, 100000.0));
+    seconds_of(k, calls[k]);  // Warm-up: caches, page faults, thread wake-ups.
+    if (fns[k].settle) std::this_thread::sleep_for(kSettle);
+  }
+  std::vector<std::vector<double>> samples(n), ratios(n);
+  for (int r = 0; r < reps; ++r) {
+    std::vector<double> round(n);
+    for (size_t k = 0; k < n; ++k) {
+      round[k] = seconds_of(k, calls[k]) / calls[k];
+      if (fns[k].settle) std::this_thread::sleep_for(kSettle);
+    }
+    for (size_t k = 0; k < n; ++k) {
+      samples[k].push_back(round[k]);
+      ratios[k].push_back(round[k] / round[0]);
+    }
+  }
+  Interleaved out;
+  for (size_t k = 0; k < n; ++k) {
+    out.seconds.push_back(Median(samples[k]));
+    out.ratio_to_first.push_back(Median(ratios[k]));
+  }
+  return out;
 }
 
 struct CpuCase {
@@ -286,8 +333,8 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
             r.date = options.date;
             // The backend keeps work below 128 KiB on the calling thread (kMinBytesPerPart).
             const bool inline_only = data_bytes < (128 << 10) || r.threads == 1;
-            r.seconds = MedianSeconds([&] { (void)backend.Run(&p, 1); }, reps, inline_only);
-            r.gbps = bytes / r.seconds / 1e9;
+            std::vector<Timed> timed;
+            timed.push_back({[&] { (void)backend.Run(&p, 1); }, inline_only});
 
             // The copy moves data_bytes: half read, half written.
             const size_t copy_bytes = static_cast<size_t>(data_bytes / 2);
@@ -299,23 +346,29 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
                   part + 1 == copy_parts ? copy_bytes : copy_bytes * (part + 1) / copy_parts / 64 * 64;
               std::memcpy(output.data + begin, input.data + begin, end - begin);
             };
-            const double copy_seconds =
-                MedianSeconds([&] { copy_pool.ParallelFor(copy_parts, copy_part); }, reps, copy_parts == 1);
-            r.copy_gbps = static_cast<double>(data_bytes) / copy_seconds / 1e9;
-            r.frac_of_copy = r.gbps / r.copy_gbps;
+            timed.push_back({[&] { copy_pool.ParallelFor(copy_parts, copy_part); }, copy_parts == 1});
 
             if (!peer_name.empty() && kind == NormKind::kLayerNorm) {
               std::string why;
-              const std::function<void()> peer =
+              std::function<void()> peer =
                   MakeOneDnnLayerNorm(dtype, rows, cols, p.epsilon, r.threads, input.data, output.data, &why);
               if (peer) {
                 r.peer = peer_name;
-                r.peer_gbps = bytes / MedianSeconds(peer, reps) / 1e9;
+                timed.push_back({std::move(peer), false, true});
               } else {
                 std::fprintf(stderr, "no oneDNN peer for %s: %s\n", std::string(DTypeName(dtype)).c_str(),
                              why.c_str());
               }
             }
+            // Kernel, copy and peer take turns (InterleavedMedians). frac_of_copy
+            // is the median of the rounds' ratios, so it can differ slightly
+            // from gbps / copy_gbps, the ratio of the medians.
+            const Interleaved t = InterleavedMedians(timed, reps);
+            r.seconds = t.seconds[0];
+            r.gbps = bytes / r.seconds / 1e9;
+            r.copy_gbps = static_cast<double>(data_bytes) / t.seconds[1] / 1e9;
+            r.frac_of_copy = bytes / static_cast<double>(data_bytes) * t.ratio_to_first[1];
+            if (timed.size() > 2) r.peer_gbps = bytes / t.seconds[2] / 1e9;
             std::fprintf(out, "%s\n", RecordToJson(r).c_str());
             std::fflush(out);
             std::fprintf(stderr, "%s %s %lldx%lld: %.3g GB/s, copy %.3g GB/s (%.2f)%s\n",
