@@ -52,7 +52,7 @@ struct BenchRecord {
   double seconds = 0;       // median seconds per call
   double gbps = 0;          // bytes moved / seconds / 1e9
   double copy_gbps = 0;     // memcpy / cudaMemcpyAsync D2D of the same bytes, same run
-  double frac_of_copy = 0;  // gbps / copy_gbps (CPU: the median of per-round ratios, InterleavedMedians)
+  double frac_of_copy = 0;  // gbps / copy_gbps (CPU out of cache: the median of per-round ratios, TimeCase)
   bool in_cache = false;    // working set below 4x LLC / L2 and not flushed
   std::string peer;         // e.g. "onednn-2.6", "torch-1.13", "torch-2.11-eager"; empty if none
   double peer_gbps = 0;

@@ -12,9 +12,9 @@
 // call enough times to last a few milliseconds. The copy baseline copies the
 // same number of bytes (read + written) with memcpy, split over the same
 // threads by the same pool the backend uses. Peers (oneDNN layer
-// normalization) run on the same buffers and thread count. Kernel, copy and
-// peer take turns, one repetition each per round, and frac_of_copy is the
-// median of the rounds' ratios (InterleavedMedians).
+// normalization) run on the same buffers and thread count. Out of cache,
+// kernel, copy and peer take turns, one repetition each per round, and
+// frac_of_copy is the median of the rounds' ratios (TimeCase).
 #include <time.h>
 #include <unistd.h>
 
@@ -172,7 +172,8 @@ double WallSeconds() {
 // the wall clock.
 // `settle`: the function leaves threads spinning (OpenMP's, in oneDNN),
 // which would take the cores from whatever runs next; the timing waits
-// kSettle after each of its repetitions, outside the timed region.
+// kSettle after its repetitions (each of them, when taking turns), outside
+// the timed region.
 struct Timed {
   std::function<void()> fn;
   bool inline_only = false;
@@ -185,18 +186,22 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Seconds per call of each of `fns` (the median of `reps` repetitions, each
-// of enough calls to last about 2 ms, after a warm-up), and for each the
-// median over repetitions of its seconds over those of fns[0] in the same
-// round. The functions take turns, one repetition each per round, so a slow
-// spell of a shared machine (this VM's copy speed swings by 2x between
-// minutes) falls on the kernel and its copy baseline alike: ratios within a
-// round are far steadier than medians taken minutes apart.
-struct Interleaved {
+// Seconds per call of each of `fns`: the median of `reps` repetitions, each
+// of enough calls to last about 2 ms, after a warm-up. With `interleave` the
+// functions take turns, one repetition each per round, so a slow spell of a
+// shared machine (this VM's copy speed swings by 2x between minutes) falls
+// on the kernel and its copy baseline alike, and ratio_to_first is the
+// median over rounds of each function's seconds over fns[0]'s: far steadier
+// than medians taken minutes apart. Without it, for cases in cache, whose
+// short calls are dominated by thread wake-ups, each function's repetitions
+// run back to back after its own warm-up (taking turns, the cores would sit
+// idle in the pause after the peer) and ratio_to_first is the ratio of the
+// medians.
+struct Timings {
   std::vector<double> seconds;
   std::vector<double> ratio_to_first;
 };
-Interleaved InterleavedMedians(const std::vector<Timed>& fns, int reps) {
+Timings TimeCase(const std::vector<Timed>& fns, int reps, bool interleave) {
   const size_t n = fns.size();
   auto seconds_of = [&](size_t k, int calls) {
     const bool cpu_clock = fns[k].inline_only;
@@ -204,29 +209,50 @@ Interleaved InterleavedMedians(const std::vector<Timed>& fns, int reps) {
     for (int i = 0; i < calls; ++i) fns[k].fn();
     return (cpu_clock ? ThreadCpuSeconds() : WallSeconds()) - t0;
   };
+  // Calls per repetition from a warm run of at least 1 ms: a first call alone
+  // (cold caches, page faults) can take 100x longer than the rest, which
+  // left sub-microsecond cases with a dozen calls per repetition and the
+  // clock's own cost in every one.
   std::vector<int> calls(n);
-  for (size_t k = 0; k < n; ++k) {
-    const double first = seconds_of(k, 1);
-    calls[k] = static_cast<int>(std::clamp(2e-3 / std::max(first, 1e-9), 1.0, 100000.0));
-    seconds_of(k, calls[k]);  // Warm-up: caches, page faults, thread wake-ups.
+  auto warm_up = [&](size_t k) {
+    for (int c = 1;; c = std::min(c * 10, 100000)) {
+      const double t = seconds_of(k, c);
+      if (t >= 1e-3 || c == 100000) {
+        calls[k] = static_cast<int>(std::clamp(2e-3 * c / std::max(t, 1e-9), 1.0, 100000.0));
+        break;
+      }
+    }
+    seconds_of(k, calls[k]);  // Caches, page faults, thread wake-ups.
+  };
+  auto settle = [&](size_t k) {
     if (fns[k].settle) std::this_thread::sleep_for(kSettle);
-  }
-  std::vector<std::vector<double>> samples(n), ratios(n);
-  for (int r = 0; r < reps; ++r) {
-    std::vector<double> round(n);
+  };
+  std::vector<std::vector<double>> samples(n);
+  Timings out;
+  if (interleave) {
     for (size_t k = 0; k < n; ++k) {
-      round[k] = seconds_of(k, calls[k]) / calls[k];
-      if (fns[k].settle) std::this_thread::sleep_for(kSettle);
+      warm_up(k);
+      settle(k);
     }
+    std::vector<std::vector<double>> ratios(n);
+    for (int r = 0; r < reps; ++r) {
+      for (size_t k = 0; k < n; ++k) {
+        samples[k].push_back(seconds_of(k, calls[k]) / calls[k]);
+        settle(k);
+      }
+      for (size_t k = 0; k < n; ++k) ratios[k].push_back(samples[k].back() / samples[0].back());
+    }
+    for (size_t k = 0; k < n; ++k) out.ratio_to_first.push_back(Median(ratios[k]));
+  } else {
     for (size_t k = 0; k < n; ++k) {
-      samples[k].push_back(round[k]);
-      ratios[k].push_back(round[k] / round[0]);
+      warm_up(k);
+      for (int r = 0; r < reps; ++r) samples[k].push_back(seconds_of(k, calls[k]) / calls[k]);
+      settle(k);
     }
   }
-  Interleaved out;
-  for (size_t k = 0; k < n; ++k) {
-    out.seconds.push_back(Median(samples[k]));
-    out.ratio_to_first.push_back(Median(ratios[k]));
+  for (size_t k = 0; k < n; ++k) out.seconds.push_back(Median(samples[k]));
+  if (!interleave) {
+    for (size_t k = 0; k < n; ++k) out.ratio_to_first.push_back(out.seconds[k] / out.seconds[0]);
   }
   return out;
 }
@@ -360,10 +386,10 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
                              why.c_str());
               }
             }
-            // Kernel, copy and peer take turns (InterleavedMedians). frac_of_copy
-            // is the median of the rounds' ratios, so it can differ slightly
-            // from gbps / copy_gbps, the ratio of the medians.
-            const Interleaved t = InterleavedMedians(timed, reps);
+            // Out of cache, kernel, copy and peer take turns (TimeCase), and
+            // frac_of_copy is the median of the rounds' ratios, so it can differ
+            // slightly from gbps / copy_gbps, the ratio of the medians.
+            const Timings t = TimeCase(timed, reps, /*interleave=*/!r.in_cache);
             r.seconds = t.seconds[0];
             r.gbps = bytes / r.seconds / 1e9;
             r.copy_gbps = static_cast<double>(data_bytes) / t.seconds[1] / 1e9;
