@@ -91,7 +91,7 @@ constexpr int64_t kRowPrefetchMinBytes = 4 << 10;
 // RMSNorm keeps the output-pass prefetch alone (FLOAT32 4096 columns lost
 // with the split, 49.7-67.7 -> 41.4-50.8 GB/s: its statistics are short, so
 // the requests come in a burst), as does the residual stream.
-template <DType D, bool kRms>
+template <bool kRms>
 inline constexpr bool kSplitPrefetch = !kRms;
 template <DType D>
 inline constexpr int64_t kStatsPrefetchDivisor = D == DType::kFloat32 ? 2 : 1;
@@ -559,24 +559,10 @@ struct Kernels {
   // non-temporal stores (after a partial vector that reaches alignment), so a
   // large output does not first read its cache lines. The output pass is
   // elementwise, so where the vectors start never changes a value.
-  // kNoDenormals: the full vectors hold no denormal (S::StoreNoDenormals);
-  // partial vectors always take the tested store.
+  // kNoDenormals: the full vectors hold no denormal (S::Store's
+  // kNoDenormals); partial vectors always take the tested store.
   template <DType DOut, bool kNoDenormals = false, typename Compute>
   NORMSERVE_INLINE static void StoreLoop(void* y, int64_t i0, int64_t n, bool stream, Compute compute) {
-    auto store = [&](int64_t at, F v) NORMSERVE_LAMBDA_INLINE {
-      if constexpr (kNoDenormals) {
-        S::template StoreNoDenormals<DOut>(y, at, v);
-      } else {
-        S::template Store<DOut>(y, at, v);
-      }
-    };
-    auto store_stream = [&](int64_t at, F v) NORMSERVE_LAMBDA_INLINE {
-      if constexpr (kNoDenormals) {
-        S::template StoreStream<DOut, true>(y, at, v);
-      } else {
-        S::template StoreStream<DOut>(y, at, v);
-      }
-    };
     int64_t i = 0;
     if (stream) {
       constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DOut));
@@ -588,10 +574,10 @@ struct Kernels {
         i = rest;
       }
       if (misaligned % kElem == 0) {
-        for (; i + W <= n; i += W) store_stream(i0 + i, compute(i, W));
+        for (; i + W <= n; i += W) S::template StoreStream<DOut, kNoDenormals>(y, i0 + i, compute(i, W));
       }
     }
-    for (; i + W <= n; i += W) store(i0 + i, compute(i, W));
+    for (; i + W <= n; i += W) S::template Store<DOut, kNoDenormals>(y, i0 + i, compute(i, W));
     if (i < n) {
       const int rest = static_cast<int>(n - i);
       S::template StorePartial<DOut>(y, i0 + i, compute(i, rest), rest);
@@ -751,7 +737,7 @@ struct Kernels {
   // ahead_residual, where not nullptr, is prefetched as with kWholeRow.
   enum OutputPrefetch { kWholeRow, kHalfRow, kNoRow };
   template <DType DIn, bool kRms>
-  static constexpr OutputPrefetch kOutputPrefetch = !kSplitPrefetch<DIn, kRms>        ? kWholeRow
+  static constexpr OutputPrefetch kOutputPrefetch = !kSplitPrefetch<kRms>             ? kWholeRow
                                                     : kStatsPrefetchDivisor<DIn> == 2 ? kHalfRow
                                                                                       : kNoRow;
   template <DType DIn, DType DOut, OutputPrefetch kPrefetch = kWholeRow>
@@ -892,7 +878,7 @@ struct Kernels {
     };
     const int64_t group = cols * kElem <= kShortRowBytes ? kShortRowGroup : 1;
     const int64_t ahead_bytes = std::max(2 * group * cols * kElem, kRowPrefetchMinBytes);
-    constexpr bool kSplit = kSplitPrefetch<DIn, kRms>;
+    constexpr bool kSplit = kSplitPrefetch<kRms>;
     // The input `bytes` on from the row at i0 while a row's worth from there
     // stays in the range; past that the row itself, which prefetches then
     // re-touch (never running past the range saves the bandwidth).

@@ -58,7 +58,7 @@ struct Avx2Simd {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
-  // No store here skips a denormal test (Avx512SimdT::StoreNoDenormals).
+  // No store here tests for denormals; kNoDenormals (Avx512SimdT::Store) changes nothing.
   static constexpr bool kBf16StoreTestsDenormals = false;
   // Cancellation test (see Avx512SimdT::GapMax).
   using G = __m256i;
@@ -125,7 +125,7 @@ struct Avx2Simd {
                 static_cast<size_t>(n) * DTypeSize(D));
     return Load<D>(buf, 0);
   }
-  template <DType D>
+  template <DType D, bool = false>
   static void Store(void* p, int64_t i, F v) {
     if constexpr (D == DType::kFloat32) {
       _mm256_storeu_ps(static_cast<float*>(p) + i, v);
@@ -140,7 +140,7 @@ struct Avx2Simd {
     }
   }
   // Non-temporal store. REQUIRES: the address is aligned to the vector's bytes.
-  template <DType D>
+  template <DType D, bool = false>
   static void StoreStream(void* p, int64_t i, F v) {
     if constexpr (D == DType::kFloat32) {
       _mm256_stream_ps(static_cast<float*>(p) + i, v);

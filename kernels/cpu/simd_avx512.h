@@ -6,10 +6,10 @@
 // vector) or, in Avx512Bf16Simd (CPUs with AVX512_BF16, translation units
 // built for it), with one vcvtneps2bf16. That instruction treats denormal
 // inputs as zero, so vectors holding a denormal still take the integer path
-// (Store tests each vector; the output passes test a block at a time and
-// use StoreNoDenormals); for every other input, NaN payloads included, the
-// two agree bit for bit with FloatToBFloat16Bits (tested). Partial vectors use masked loads and
-// stores, which never touch memory beyond the row.
+// (Store tests each vector, unless kNoDenormals: the output passes test a
+// block at a time); for every other input, NaN payloads included, the two
+// agree bit for bit with FloatToBFloat16Bits (tested). Partial vectors use
+// masked loads and stores, which never touch memory beyond the row.
 #ifndef NORMSERVE_KERNELS_CPU_SIMD_AVX512_H_
 #define NORMSERVE_KERNELS_CPU_SIMD_AVX512_H_
 
@@ -82,11 +82,9 @@ struct Avx512SimdT {
     const __m512i s = _mm512_and_si512(_mm512_castps_si512(shift), magnitude);
     return _mm512_max_epi32(gap, _mm512_sub_epi32(s, r));
   }
-  // A compare into a mask, not a reduction: the test ends every 256-element
-  // block of the output pass, where a reduction's latency chain stalled it.
   // GapMax that also counts a result below the smallest normal float (zero
   // included) as above 2^log2: a block whose gap stays at or below it holds
-  // no denormal result, so its full vectors may use StoreNoDenormals.
+  // no denormal result, so its full vectors may store with kNoDenormals.
   static G GapMaxOrSubnormal(G gap, F result, F shift, int log2) {
     const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
     const __m512i r = _mm512_and_si512(_mm512_castps_si512(result), magnitude);
@@ -94,12 +92,14 @@ struct Avx512SimdT {
                                        _mm512_set1_epi32(0x00800000 + (log2 << 23)));
     return _mm512_max_epi32(gap, _mm512_sub_epi32(s, r));
   }
-  // Lanes seen to hold a denormal (StoreNoDenormals' REQUIRES, checked a block at a time).
+  // Lanes seen to hold a denormal (Store's kNoDenormals, checked a block at a time).
   using Mask = __mmask16;
   static Mask NoLanes() { return 0; }
   // fpclass 0x20: denormal.
   static Mask OrDenormalLanes(Mask m, F v) { return m | _mm512_fpclass_ps_mask(v, 0x20); }
   static bool AnyLane(Mask m) { return m != 0; }
+  // A compare into a mask, not a reduction: the test ends every 256-element
+  // block of the output pass, where a reduction's latency chain stalled it.
   static bool GapAbove(G gap, int log2) {
     return _mm512_cmpgt_epi32_mask(gap, _mm512_set1_epi32(log2 << 23)) != 0;
   }
@@ -149,7 +149,9 @@ struct Avx512SimdT {
       return Widen(_mm256_maskz_loadu_epi16(FirstLanes(n), static_cast<const uint16_t*>(p) + i), D);
     }
   }
-  // kNoDenormals: the caller knows v holds no denormal (StoreNoDenormals).
+  // kNoDenormals: the caller knows v holds no denormal, so BFLOAT16 skips
+  // the per-vector test (kBf16StoreTestsDenormals).
+  static constexpr bool kBf16StoreTestsDenormals = kNativeBf16;
   template <DType D, bool kNoDenormals = false>
   static __m256i Narrow(F v) {
     if constexpr (D == DType::kFloat16) {
@@ -163,12 +165,14 @@ struct Avx512SimdT {
       return FloatToBFloat16x16(v);
     }
   }
-  template <DType D>
+  // kNoDenormals: see Narrow. REQUIRES (with it): no lane of v is a denormal.
+  template <DType D, bool kNoDenormals = false>
   static void Store(void* p, int64_t i, F v) {
     if constexpr (D == DType::kFloat32) {
       _mm512_storeu_ps(static_cast<float*>(p) + i, v);
     } else {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(p) + i), Narrow<D>(v));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(p) + i),
+                          Narrow<D, kNoDenormals>(v));
     }
   }
   // Non-temporal store. REQUIRES: the address is aligned to the vector's bytes.
@@ -179,17 +183,6 @@ struct Avx512SimdT {
     } else {
       _mm256_stream_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(p) + i),
                           Narrow<D, kNoDenormals>(v));
-    }
-  }
-  // Store without the per-vector denormal test of vcvtneps2bf16's path
-  // (kBf16StoreTestsDenormals). REQUIRES: no lane of v is a denormal.
-  static constexpr bool kBf16StoreTestsDenormals = kNativeBf16;
-  template <DType D>
-  static void StoreNoDenormals(void* p, int64_t i, F v) {
-    if constexpr (D == DType::kFloat32) {
-      _mm512_storeu_ps(static_cast<float*>(p) + i, v);
-    } else {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(p) + i), Narrow<D, true>(v));
     }
   }
   template <DType D>

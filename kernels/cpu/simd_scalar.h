@@ -44,8 +44,7 @@ struct ScalarSimd {
   static D DAdd(D a, D b) { return a + b; }
   static D DMulAdd(D a, D b, D c) { return a * b + c; }
   static double DReduceAdd(D v) { return v; }
-  // Whether |result| < |term| * ratio in any lane.
-  // No store here skips a denormal test (Avx512SimdT::StoreNoDenormals).
+  // No store here tests for denormals; kNoDenormals (Avx512SimdT::Store) changes nothing.
   static constexpr bool kBf16StoreTestsDenormals = false;
   // Cancellation test (see Avx512SimdT::GapMax): here the largest
   // |shift| / |result| seen (infinite where result is 0 and shift is not).
@@ -73,11 +72,11 @@ struct ScalarSimd {
   static F LoadPartial(const void* p, int64_t i, int n) {
     return n > 0 ? LoadAsFloat(p, D, i) : 0.0f;
   }
-  template <DType D>
+  template <DType D, bool = false>
   static void Store(void* p, int64_t i, F v) {
     StoreFromFloat(p, D, i, v);
   }
-  template <DType D>
+  template <DType D, bool = false>
   static void StoreStream(void* p, int64_t i, F v) {
     StoreFromFloat(p, D, i, v);
   }
