@@ -146,6 +146,31 @@ inline void FenceStreamingStores() {
 #endif
 }
 
+// PreparedProblem::float_stats. The parameters must be one row's worth, so
+// that the choice (and so the bits of a row) depends on no other row's
+// parameters; with unit_offset, |1 + gamma| <= 2^k holds where |gamma| <=
+// 2^k - 1, so gamma is held to 2^(k-1) there.
+bool FloatStatsAllowed(const NormProblem& p, const ProblemGeometry& g, const cpu::KernelTable& table) {
+  if (p.kind != NormKind::kLayerNorm || p.input.dtype != DType::kFloat32 ||
+      p.output_dtype != DType::kFloat32 || p.out.mean != nullptr) {
+    return false;
+  }
+  if (p.gamma.present()) {
+    const int log2 = p.unit_offset ? cpu::kFloatStatsGammaLog2 - 1 : cpu::kFloatStatsGammaLog2;
+    if (p.gamma.NumElements() != g.cols ||
+        table.any_magnitude_above(p.gamma.data, p.gamma.dtype, g.cols, log2)) {
+      return false;
+    }
+  }
+  if (p.beta.present()) {
+    if (p.beta.NumElements() != g.cols ||
+        table.any_magnitude_above(p.beta.data, p.beta.dtype, g.cols, cpu::kFloatStatsBetaLog2)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 int AvailableCores() {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -310,9 +335,13 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
     pp.problem = &p;
     pp.geometry = ComputeGeometry(p);
     const ProblemGeometry& g = pp.geometry;
-    if (p.output_dtype == DType::kFloat32 && p.beta.present()) {
+    pp.float_stats = FloatStatsAllowed(p, g, impl_->table);
+    // float_stats bounds |beta| by 2 already.
+    if (p.output_dtype == DType::kFloat32 && p.beta.present() && !pp.float_stats) {
       pp.float_beta_large =
-          impl_->table.beyond_float_beta_unchecked(p.beta.data, p.beta.dtype, p.beta.NumElements());
+          impl_->table.any_magnitude_above(p.beta.data, p.beta.dtype, p.beta.NumElements(), 3);
+      static_assert(cpu::kFloatBetaUnchecked == 8.0f, "2^3");
+      static_assert(cpu::kFloatStatsBetaLog2 <= 3, "float_stats implies !float_beta_large");
     }
     switch (p.kind) {
       case NormKind::kLayerNorm:

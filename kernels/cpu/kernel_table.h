@@ -35,6 +35,13 @@ inline constexpr int64_t kShortSpatial = 16;
 // within SEMANTICS.md's bound whatever beta cancels (Kernels::kCancelLog2).
 inline constexpr float kFloatBetaUnchecked = 8.0f;
 
+// FLOAT32 LayerNorm sums its statistics in float (PreparedProblem::
+// float_stats) only where every |gamma| (1 + gamma with unit_offset) is at
+// most 2^kFloatStatsGammaLog2 and every |beta| at most 2^kFloatStatsBetaLog2:
+// the error bound of Kernels::FloatCenteredSums scales with them.
+inline constexpr int kFloatStatsGammaLog2 = 2;
+inline constexpr int kFloatStatsBetaLog2 = 1;
+
 struct PreparedProblem {
   const NormProblem* problem = nullptr;
   ProblemGeometry geometry;
@@ -69,6 +76,11 @@ struct PreparedProblem {
   // A FLOAT32 output whose beta has a value beyond kFloatBetaUnchecked
   // (infinities included): its output passes test for cancellation too.
   bool float_beta_large = false;
+  // FLOAT32 LayerNorm whose statistics may be summed in float
+  // (Kernels::FloatCenteredSums): FLOAT32 output, no mean requested, and
+  // gamma / beta absent or one row's worth (not adaptive) within
+  // 2^kFloatStatsGammaLog2 / 2^kFloatStatsBetaLog2.
+  bool float_stats = false;
   // Write the output with non-temporal stores: set for outputs much larger
   // than the caches, which would otherwise be read before being overwritten.
   bool stream_output = false;
@@ -82,9 +94,10 @@ struct KernelTable {
   // statistics of channels [begin, end), fills the channel_* arrays and the
   // mean / rstd / variance outputs of those channels.
   void (*batch_norm_channel_stats)(PreparedProblem& p, int64_t begin, int64_t end);
-  // Whether some |v| of n values of `dtype` at `data` exceeds
-  // kFloatBetaUnchecked (PreparedProblem::float_beta_large).
-  bool (*beyond_float_beta_unchecked)(const void* data, DType dtype, int64_t n);
+  // Whether some |v| of n values of `dtype` at `data` exceeds 2^log2, 0 <=
+  // log2 <= 8 (PreparedProblem::float_beta_large and float_stats).
+  // Infinities count as above; a NaN need not.
+  bool (*any_magnitude_above)(const void* data, DType dtype, int64_t n, int log2);
 };
 
 // REQUIRES: the CPU supports `isa` (DetectCpuIsa() >= isa).

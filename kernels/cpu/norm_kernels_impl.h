@@ -485,11 +485,119 @@ struct Kernels {
     return m;
   }
 
+  // FLOAT32 LayerNorm statistics in float, where PreparedProblem::
+  // float_stats allows them (a FLOAT32 output, whose bound is 1e-5 max(1,
+  // |ref|); no mean requested; |gamma| <= 4 and |beta| <= 2, not adaptive).
+  // CenteredSums widens every element to double; this does three float
+  // operations per vector instead (in cache, 16 rows of 4096: about 23% less
+  // time for the whole LayerNorm). The pivot p is the mean of up to
+  // kPivotSamples vectors spread over the chunk; then d = x - p, and per lane
+  // sum(d) and sum(d^2) in float over blocks of kFloatSumBlock elements (four
+  // accumulators of at most 8 terms, added pairwise), widened to double after
+  // each block. With u = 2^-24 that leaves sum(d) within 10u sum|x - p| and
+  // sum(d^2) = Q within 12u Q. The sums are kept only when n (mean - p)^2 <=
+  // Q / 5 (|mean - p| <= sigma / 2) and 2^-90 <= Q < inf; otherwise
+  // (constant rows, NaN, Inf, a pivot far from the mean) the chunk takes the
+  // double CenteredSums from cache. Kept, since mean|x - p| <= sqrt(Q / n)
+  // <= 1.12 sigma, the mean is within 11.2u sigma and M2 within 26.2u M2;
+  // merging chunks in double keeps the mean within 11.2u sigma and adds
+  // 11.2u M2 at most. So rstd is within 18.7u, and an output (x - mean) rstd
+  // g + b errs by at most |g| 11.2u (rstd <= 1 / sigma) plus (18.7u + 4u)
+  // |(x - mean) rstd g| (4u: the float output pass), where |(x - mean) rstd
+  // g| <= |y| + |b|: with |g| <= 4 and |b| <= 2, under 0.27 + 0.41 of 1e-5
+  // max(1, |y|) (docs/cpu-performance.md has the derivation). Returns false
+  // when the chunk must take the double sums; h is written either way.
+  static constexpr int64_t kFloatSumBlock = 32 * W;
+  static constexpr int kPivotSamples = 8;
+  template <bool kResidual, bool kPrefetch>
+  static bool FloatCenteredSums(const void* x, const void* r, void* h, int64_t i0, int64_t n, const char* pf,
+                                ChunkSums* out) {
+    constexpr DType D = DType::kFloat32;
+    // The pivot: the mean of kPivotSamples vectors spread over the chunk
+    // (the row was prefetched, so these are cache hits).
+    const int64_t vectors = n / W;
+    const int samples = static_cast<int>(std::min<int64_t>(kPivotSamples, vectors));
+    F a = S::Zero();
+    for (int k = 0; k < samples; ++k) {
+      const int64_t at = i0 + (k * vectors / samples) * W;
+      F v = S::template Load<D>(x, at);
+      if constexpr (kResidual) v = S::Add(v, S::template Load<D>(r, at));
+      a = S::Add(a, v);
+    }
+    const float pivot = S::ReduceAdd(a) / static_cast<float>(samples * W);
+
+    using DV = typename S::D;
+    const F p = S::Set1(pivot);
+    DV s_wide[2] = {S::DSet1(0.0), S::DSet1(0.0)}, q_wide[2] = {S::DSet1(0.0), S::DSet1(0.0)};
+    for (int64_t b0 = 0; b0 < n; b0 += kFloatSumBlock) {
+      const int64_t len = std::min(kFloatSumBlock, n - b0);
+      const char* pfb = AdvanceStatsShare<D>(pf, b0);
+      F s[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()},
+        q[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()};
+      auto add = [&](int k, F v) NORMSERVE_LAMBDA_INLINE {
+        const F d = S::Sub(v, p);
+        s[k] = S::Add(s[k], d);
+        q[k] = S::MulAdd(d, d, q[k]);
+      };
+      int64_t j = 0;
+      for (; j + 4 * W <= len; j += 4 * W) {
+        if constexpr (kPrefetch) {
+          PrefetchStatsShare<D>(pfb, j);
+          PrefetchStatsShare<D>(pfb, j + 2 * W);
+        }
+        for (int k = 0; k < 4; ++k) add(k, LoadInput<D, kResidual>(x, r, h, i0 + b0 + j + k * W));
+      }
+      for (; j + W <= len; j += W) add(0, LoadInput<D, kResidual>(x, r, h, i0 + b0 + j));
+      if (j < len) {
+        // Lanes past the end hold the pivot, so they add exactly zero.
+        const int rest = static_cast<int>(len - j);
+        add(1, S::SelectFirst(LoadInputPartial<D, kResidual>(x, r, h, i0 + b0 + j, rest), p, rest));
+      }
+      DV lo, hi;
+      S::Widen(S::Add(S::Add(s[0], s[1]), S::Add(s[2], s[3])), &lo, &hi);
+      s_wide[0] = S::DAdd(s_wide[0], lo);
+      if constexpr (S::kHasHighHalf) s_wide[1] = S::DAdd(s_wide[1], hi);
+      S::Widen(S::Add(S::Add(q[0], q[1]), S::Add(q[2], q[3])), &lo, &hi);
+      q_wide[0] = S::DAdd(q_wide[0], lo);
+      if constexpr (S::kHasHighHalf) q_wide[1] = S::DAdd(q_wide[1], hi);
+    }
+    const double sum_d = S::DReduceAdd(S::DAdd(s_wide[0], s_wide[1]));
+    const double sum_d2 = S::DReduceAdd(S::DAdd(q_wide[0], q_wide[1]));
+    const double dn = static_cast<double>(n);
+    // NaN fails every comparison; an infinite sum_d fails the last.
+    if (!(sum_d2 >= static_cast<double>(kFloatSquaresMin) && sum_d2 <= std::numeric_limits<double>::max() &&
+          5.0 * sum_d * sum_d <= dn * sum_d2)) {
+      return false;
+    }
+    *out = ChunkSums{static_cast<double>(pivot), sum_d, sum_d2};
+    return true;
+  }
+
+  // One chunk's shifted sums: FloatCenteredSums where allowed and accepted,
+  // else CenteredSums (from cache, reading h, if FloatCenteredSums ran).
+  // Chunks of a short row's size or less keep the double sums: there the
+  // pivot's samples are most of the chunk (512 rows of 128 columns in cache
+  // took 24.0 us with the float sums against 17.7-17.9).
+  template <DType D, bool kResidual, bool kPrefetch>
+  NORMSERVE_INLINE static ChunkSums AnyCenteredSums(const void* x, const void* r, void* h, int64_t i0,
+                                                    int64_t n, const char* pf, bool float_stats) {
+    if constexpr (D == DType::kFloat32) {
+      if (float_stats && n * static_cast<int64_t>(sizeof(float)) > kShortRowBytes) {
+        ChunkSums sums;
+        if (FloatCenteredSums<kResidual, kPrefetch>(x, r, h, i0, n, pf, &sums)) return sums;
+        const void* values = kResidual ? static_cast<const void*>(h) : x;
+        return CenteredSums<D, false, false>(values, nullptr, nullptr, i0, n, nullptr);
+      }
+    }
+    return CenteredSums<D, kResidual, kPrefetch>(x, r, h, i0, n, pf);
+  }
+
   // Mean and M2 of x[i0, i0 + n) (or of h = x + r, written to h).
   // kPrefetch: prefetches from pf along the way (PrefetchStatsShare).
+  // float_stats: FLOAT32 chunks may take FloatCenteredSums.
   template <DType D, bool kResidual, bool kPrefetch = false>
   static Moments RunMoments(const void* x, const void* r, void* h, int64_t i0, int64_t n,
-                            const char* pf = nullptr) {
+                            const char* pf = nullptr, bool float_stats = false) {
     Moments total;
     for (int64_t c = 0; c < n; c += kStatsChunk) {
       const int64_t len = std::min(kStatsChunk, n - c);
@@ -504,8 +612,8 @@ struct Kernels {
           continue;
         }
       }
-      const ChunkSums sums =
-          CenteredSums<D, kResidual, kPrefetch>(x, r, h, i0 + c, len, AdvanceStatsShare<D>(pf, c));
+      const ChunkSums sums = AnyCenteredSums<D, kResidual, kPrefetch>(
+          x, r, h, i0 + c, len, AdvanceStatsShare<D>(pf, c), float_stats);
       MergeMoments(total, ChunkMoments(sums, len));
     }
     return total;
@@ -870,6 +978,7 @@ struct Kernels {
     prm.beta_f32 = p.beta.dtype == DType::kFloat32;
     prm.unit_offset = p.unit_offset;
     prm.float_beta_large = pp.float_beta_large;
+    const bool float_stats = pp.float_stats;
     constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DIn));
     // Mean and variance of a row (RMS: 0 and the mean square), and whether they are finite.
     struct RowMoments {
@@ -897,7 +1006,8 @@ struct Kernels {
         m.var = sum_squares / static_cast<double>(cols);
         m.finite = std::isfinite(sum_squares);
       } else {
-        const Moments mo = RunMoments<DIn, kResidual, kSplit>(x, r, h, i0, cols, stats_prefetch(i0));
+        const Moments mo =
+            RunMoments<DIn, kResidual, kSplit>(x, r, h, i0, cols, stats_prefetch(i0), float_stats);
         m.mean = mo.mean;
         m.var = mo.m2 / mo.count;
         m.finite = std::isfinite(mo.mean) && std::isfinite(mo.m2);
@@ -925,7 +1035,7 @@ struct Kernels {
       ChunkSums sums[kShortRowGroup] = {};
       for (int64_t j = 0; j < count; ++j) {
         const int64_t i0 = (first + j) * cols;
-        sums[j] = CenteredSums<DIn, kResidual, kSplit>(x, r, h, i0, cols, stats_prefetch(i0));
+        sums[j] = AnyCenteredSums<DIn, kResidual, kSplit>(x, r, h, i0, cols, stats_prefetch(i0), float_stats);
       }
       Moments mo[kShortRowGroup];
       for (int64_t j = 0; j < kShortRowGroup; ++j) mo[j] = ChunkMoments(sums[j], cols);
@@ -1307,13 +1417,13 @@ struct Kernels {
     }
   }
 
-  // Whether some |v| of the n values at `data` exceeds kFloatBetaUnchecked
-  // = 2^3, by the cancellation test's own measure against 1 (GapMax: one
-  // load, mask, subtract and max per vector). Infinities count; a NaN beta
-  // makes its outputs NaN on either path, so it need not.
+  // Whether some |v| of the n values at `data` exceeds 2^log2, by the
+  // cancellation test's own measure against 1 (GapMax: one load, mask,
+  // subtract and max per vector; the bits of 2^log2 are those of 1 plus
+  // log2 << 23). Infinities count as above; a NaN need not (it makes the
+  // outputs it touches NaN on every path).
   template <DType D>
-  static bool BeyondFloatBetaUncheckedIn(const void* data, int64_t n) {
-    static_assert(kFloatBetaUnchecked == 8.0f);
+  static bool AnyMagnitudeAboveIn(const void* data, int64_t n, int log2) {
     typename S::G gap0 = S::GapInit(), gap1 = S::GapInit();
     const F one = S::Set1(1.0f);
     int64_t i = 0;
@@ -1325,21 +1435,21 @@ struct Kernels {
       // Lanes past the end load 0: never above.
       gap0 = S::GapMax(gap0, one, LoadSome<D>(data, i, static_cast<int>(std::min<int64_t>(W, n - i))));
     }
-    return S::GapAbove(gap0, 3) || S::GapAbove(gap1, 3);
+    return S::GapAbove(gap0, log2) || S::GapAbove(gap1, log2);
   }
-  static bool BeyondFloatBetaUnchecked(const void* data, DType dtype, int64_t n) {
+  static bool AnyMagnitudeAbove(const void* data, DType dtype, int64_t n, int log2) {
     switch (dtype) {
       case DType::kFloat32:
-        return BeyondFloatBetaUncheckedIn<DType::kFloat32>(data, n);
+        return AnyMagnitudeAboveIn<DType::kFloat32>(data, n, log2);
       case DType::kFloat16:
-        return BeyondFloatBetaUncheckedIn<DType::kFloat16>(data, n);
+        return AnyMagnitudeAboveIn<DType::kFloat16>(data, n, log2);
       case DType::kBFloat16:
-        return BeyondFloatBetaUncheckedIn<DType::kBFloat16>(data, n);
+        return AnyMagnitudeAboveIn<DType::kBFloat16>(data, n, log2);
     }
     return true;
   }
 
-  static KernelTable Table() { return KernelTable{&RunUnits, &BatchChannelStats, &BeyondFloatBetaUnchecked}; }
+  static KernelTable Table() { return KernelTable{&RunUnits, &BatchChannelStats, &AnyMagnitudeAbove}; }
 };
 
 }  // namespace

@@ -335,6 +335,117 @@ TEST_P(CpuIsaTest, CancellingBetaFloat32StaysWithinBound) {
   ExpectNoFailures(failures);
 }
 
+// FLOAT32 LayerNorm rows whose statistics are summed in float (FLOAT32 in
+// and out, no mean requested, |gamma| <= 4, |beta| <= 2, not adaptive:
+// Kernels::FloatCenteredSums) hold the 1e-5 max(1, |ref|) bound strictly,
+// with the parameters at those limits (gamma +-4, beta +-2 against the
+// sign of the term, so beta cancels most of it): rows of zero mean, with
+// elements exactly at the mean (outputs exactly beta), offset far from
+// zero (1000 and 30000 against a spread of 1 and 1e-3: the latter fails the
+// pivot check and takes the double sums), outliers at the start, chunks of
+// 4096 with different means (merged), a partial last vector and a residual.
+TEST_P(CpuIsaTest, Float32StatisticsInFloatStayWithinBound) {
+  std::vector<std::string> failures;
+  uint64_t state = 0x2545f4914f6cdd1dull;
+  auto uniform = [&]() {  // [-1, 1)
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<double>(state >> 11) * 0x1p-52 - 1.0;
+  };
+  struct Pattern {
+    const char* name;
+    int64_t cols;
+    double (*value)(int64_t col, double u);
+  };
+  const Pattern patterns[] = {
+      {"zero mean", 4096, [](int64_t, double u) { return u; }},
+      // Pairs +-u around 5 and zeros: the mean is exactly 5, and so are a third of the elements.
+      {"elements at the mean", 4099,
+       [](int64_t col, double u) { return col % 3 == 2 ? 5.0 : 5.0 + (col % 3 == 0 ? u : -u); }},
+      {"offset 1000", 1000, [](int64_t, double u) { return 1000.0 + u; }},
+      {"offset 30000, spread 1e-3", 2048, [](int64_t, double u) { return 30000.0 + 1e-3 * u; }},
+      {"outliers first", 4096, [](int64_t col, double u) { return col < 16 ? 100.0 : u; }},
+      {"chunk means 0, 40, 80", 12288, [](int64_t col, double u) { return 40.0 * (col / 4096) + u; }},
+      {"just past short rows", 513, [](int64_t, double u) { return 3.0 + u * u * u; }},
+  };
+  for (const Pattern& pat : patterns) {
+    for (bool residual : {false, true}) {
+      CaseSpec spec;
+      spec.kind = NormKind::kLayerNorm;
+      spec.dtype = DType::kFloat32;
+      spec.params = testing::ParamMode::kAffine;
+      spec.output_dtype = DType::kFloat32;
+      spec.residual = residual;
+      spec.shape = {3, pat.cols};
+      ProblemCase c = testing::MakeRandomCase(spec, 81);
+      c.name = std::string("LayerNorm FLOAT32, ") + pat.name + (residual ? ", residual" : "");
+      for (int64_t row = 0; row < 3; ++row) {
+        for (int64_t col = 0; col < pat.cols; ++col) {
+          const int64_t i = row * pat.cols + col;
+          const double v = pat.value(col, uniform());
+          if (residual) {
+            // x + r rounds to v's float (r = 0.5 exactly, x = v - 0.5 in float, exact here).
+            c.input.Set(i, static_cast<float>(v) - 0.5f);
+            c.residual.Set(i, 0.5f);
+          } else {
+            c.input.Set(i, static_cast<float>(v));
+          }
+        }
+      }
+      for (int64_t col = 0; col < pat.cols; ++col) {
+        c.gamma.Set(col, col % 2 == 0 ? 4.0f : -4.0f);
+        // Against the sign of the term (the elements' deviations alternate or are random).
+        c.beta.Set(col, col % 4 < 2 ? -2.0f : 2.0f);
+      }
+      for (std::string& f : StrictFloatFailures(*backend_, c)) failures.push_back(std::move(f));
+    }
+  }
+  ExpectNoFailures(failures);
+}
+
+// Which FLOAT32 LayerNorm problems take the float statistics: asking for
+// the mean forces the double sums, so outputs with and without it must be
+// bitwise equal wherever the parameters rule the float sums out (|gamma| >
+// 4, |1 + gamma| possibly > 4 with unit_offset, |beta| > 2, adaptive
+// parameters), and differ somewhere where they allow them (so the test
+// above runs the float sums).
+TEST_P(CpuIsaTest, Float32StatisticsFollowTheParameters) {
+  struct Variant {
+    const char* name;
+    float gamma_max, beta_max;
+    bool unit_offset, adaptive, float_sums;
+  };
+  const Variant variants[] = {
+      {"gamma 4, beta 2", 4.0f, 2.0f, false, false, true},
+      {"gamma 4.5", 4.5f, 2.0f, false, false, false},
+      {"beta 2.5", 4.0f, 2.5f, false, false, false},
+      {"unit offset, gamma 2", 2.0f, 2.0f, true, false, true},
+      {"unit offset, gamma 2.5", 2.5f, 2.0f, true, false, false},
+      {"adaptive", 1.0f, 1.0f, false, true, false},
+  };
+  for (const Variant& v : variants) {
+    CaseSpec spec;
+    spec.kind = NormKind::kLayerNorm;
+    spec.dtype = DType::kFloat32;
+    spec.params = v.adaptive ? testing::ParamMode::kAdaptivePerSample : testing::ParamMode::kAffine;
+    spec.unit_offset = v.unit_offset;
+    spec.shape = {4, 4096};
+    ProblemCase plain = testing::MakeRandomCase(spec, 82);
+    for (int64_t i = 0; i < plain.gamma.NumElements(); ++i) {
+      const float t = static_cast<float>(i % 97) / 96.0f;  // 0 to 1, both ends reached
+      plain.gamma.Set(i, (i % 2 == 0 ? 1.0f : -1.0f) * t * v.gamma_max);
+      plain.beta.Set(i, (i % 3 == 0 ? 1.0f : -1.0f) * t * v.beta_max);
+    }
+    ProblemCase with_mean = plain;
+    with_mean.return_stats = true;
+    NormProblem p = plain.Problem();
+    NormProblem q = with_mean.Problem();
+    ASSERT_TRUE(backend_->Run(&p, 1).ok()) << v.name;
+    ASSERT_TRUE(backend_->Run(&q, 1).ok()) << v.name;
+    const bool same = plain.output == with_mean.output;
+    EXPECT_EQ(same, !v.float_sums) << v.name << (same ? ": took the double sums" : ": took the float sums");
+  }
+}
+
 // Outputs below the smallest normal float: vcvtneps2bf16 would flush them
 // to zero, so on avx512_bf16 the output passes find them (a block at a
 // time, no per-vector test) and write their blocks again with the rounding
