@@ -272,15 +272,22 @@ struct CpuBackend::Impl {
   // Runs fn(item, begin, end) over the items' units on up to pool.threads() parts.
   template <typename Fn>
   void Parallel(const std::vector<WorkItem>& items, Fn fn) {
-    int64_t total = 0;
-    for (const WorkItem& item : items) total += item.units * item.cost_per_unit;
+    int64_t total = 0, units = 0;
+    for (const WorkItem& item : items) {
+      total += item.units * item.cost_per_unit;
+      units += item.units;
+    }
     if (total == 0) return;
     // A few parts per thread, taken first come first served: a thread that
     // is slow (preempted on a busy machine) leaves its remaining parts to the
     // others instead of holding up the whole call. Parts stay contiguous row
-    // ranges, and which thread runs a row never changes its bits.
-    const int parts = static_cast<int>(
-        std::clamp<int64_t>(total / kMinBytesPerPart, 1, int64_t{kPartsPerThread} * pool.threads()));
+    // ranges, and which thread runs a row never changes its bits. No more
+    // parts than units: a unit is never split, so one large row stays on the
+    // calling thread instead of going to a worker that must be woken (one
+    // FLOAT32 row of 16384 at 2 threads took 11.8 us median that way, 3.2 on
+    // one thread).
+    const int parts = static_cast<int>(std::clamp<int64_t>(std::min(total / kMinBytesPerPart, units), 1,
+                                                           int64_t{kPartsPerThread} * pool.threads()));
     if (pool.threads() == 1 && parts > 1) {
       ForEachPieceOfPart(items, total, 1, 0, fn);
       FenceStreamingStores();
