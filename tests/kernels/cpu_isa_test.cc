@@ -341,9 +341,10 @@ TEST_P(CpuIsaTest, CancellingBetaFloat32StaysWithinBound) {
 // with the parameters at those limits (gamma +-4, beta +-2 against the
 // sign of the term, so beta cancels most of it): rows of zero mean, with
 // elements exactly at the mean (outputs exactly beta), offset far from
-// zero (1000 and 30000 against a spread of 1 and 1e-3: the latter fails the
-// pivot check and takes the double sums), outliers at the start, chunks of
-// 4096 with different means (merged), a partial last vector and a residual.
+// zero (1000 and 30000 against a spread of 1 and 1e-3), outliers at the
+// start (the pivot's first sample holds them, so these rows fail the pivot
+// check and take the double sums), chunks of 4096 with different means
+// (merged), a partial last vector and a residual.
 TEST_P(CpuIsaTest, Float32StatisticsInFloatStayWithinBound) {
   std::vector<std::string> failures;
   uint64_t state = 0x2545f4914f6cdd1dull;
@@ -358,9 +359,13 @@ TEST_P(CpuIsaTest, Float32StatisticsInFloatStayWithinBound) {
   };
   const Pattern patterns[] = {
       {"zero mean", 4096, [](int64_t, double u) { return u; }},
-      // Pairs +-u around 5 and zeros: the mean is exactly 5, and so are a third of the elements.
-      {"elements at the mean", 4099,
-       [](int64_t col, double u) { return col % 3 == 2 ? 5.0 : 5.0 + (col % 3 == 0 ? u : -u); }},
+      // Triples 5 + t, 5 - t, 5 (t a multiple of 2^-7): the mean is exactly 5, and so is a
+      // third of the row (outputs exactly beta).
+      {"elements at the mean", 4098,
+       [](int64_t col, double) {
+         const double t = static_cast<double>((col / 3) % 97 + 1) / 128.0;
+         return col % 3 == 0 ? 5.0 + t : col % 3 == 1 ? 5.0 - t : 5.0;
+       }},
       {"offset 1000", 1000, [](int64_t, double u) { return 1000.0 + u; }},
       {"offset 30000, spread 1e-3", 2048, [](int64_t, double u) { return 30000.0 + 1e-3 * u; }},
       {"outliers first", 4096, [](int64_t col, double u) { return col < 16 ? 100.0 : u; }},
