@@ -573,48 +573,43 @@ struct Kernels {
     return true;
   }
 
-  // One chunk's shifted sums: FloatCenteredSums where allowed and accepted,
-  // else CenteredSums (from cache, reading h, if FloatCenteredSums ran).
-  // Chunks of a short row's size or less keep the double sums: there the
-  // pivot's samples are most of the chunk (512 rows of 128 columns in cache
-  // took 24.0 us with the float sums against 17.7-17.9).
-  template <DType D, bool kResidual, bool kPrefetch>
-  NORMSERVE_INLINE static ChunkSums AnyCenteredSums(const void* x, const void* r, void* h, int64_t i0,
-                                                    int64_t n, const char* pf, bool float_stats) {
-    if constexpr (D == DType::kFloat32) {
-      if (float_stats && n * static_cast<int64_t>(sizeof(float)) > kShortRowBytes) {
-        ChunkSums sums;
-        if (FloatCenteredSums<kResidual, kPrefetch>(x, r, h, i0, n, pf, &sums)) return sums;
-        const void* values = kResidual ? static_cast<const void*>(h) : x;
-        return CenteredSums<D, false, false>(values, nullptr, nullptr, i0, n, nullptr);
-      }
-    }
-    return CenteredSums<D, kResidual, kPrefetch>(x, r, h, i0, n, pf);
-  }
-
   // Mean and M2 of x[i0, i0 + n) (or of h = x + r, written to h).
   // kPrefetch: prefetches from pf along the way (PrefetchStatsShare).
-  // float_stats: FLOAT32 chunks may take FloatCenteredSums.
+  // float_stats: FLOAT32 chunks longer than a short row may take
+  // FloatCenteredSums (short rows, batched in LayerRows, never do).
   template <DType D, bool kResidual, bool kPrefetch = false>
   static Moments RunMoments(const void* x, const void* r, void* h, int64_t i0, int64_t n,
                             const char* pf = nullptr, bool float_stats = false) {
     Moments total;
     for (int64_t c = 0; c < n; c += kStatsChunk) {
       const int64_t len = std::min(kStatsChunk, n - c);
-      // Half-type chunks of short rows keep the shifted double sums: there
-      // the pivot's reduction and the per-block steps of HalfChunkMoments
-      // cost more than its arithmetic saves (128-column BFLOAT16 LayerNorm
-      // was about 10% slower out of cache with it).
-      if constexpr (D != DType::kFloat32) {
-        if (len * static_cast<int64_t>(DTypeSize(D)) > kShortRowBytes) {
-          MergeMoments(total, HalfChunkMoments<D, kResidual, kPrefetch>(x, r, h, i0 + c, len,
-                                                                        AdvanceStatsShare<D>(pf, c)));
+      const char* chunk_pf = AdvanceStatsShare<D>(pf, c);
+      // Chunks of a short row's size or less keep the shifted double sums:
+      // there the pivot's reduction and the per-block steps of
+      // HalfChunkMoments cost more than its arithmetic saves (128-column
+      // BFLOAT16 LayerNorm was about 10% slower out of cache with it), and
+      // FloatCenteredSums' pivot samples are most of the chunk (512 rows of
+      // 128 FLOAT32 columns in cache took 24.0 us with them against
+      // 17.7-17.9).
+      if (len * static_cast<int64_t>(DTypeSize(D)) > kShortRowBytes) {
+        if constexpr (D != DType::kFloat32) {
+          MergeMoments(total, HalfChunkMoments<D, kResidual, kPrefetch>(x, r, h, i0 + c, len, chunk_pf));
           continue;
+        } else {
+          if (float_stats) {
+            ChunkSums sums;
+            if (!FloatCenteredSums<kResidual, kPrefetch>(x, r, h, i0 + c, len, chunk_pf, &sums)) {
+              // From cache; h, if any, is written and holds the values.
+              const void* values = kResidual ? static_cast<const void*>(h) : x;
+              sums = CenteredSums<D, false, false>(values, nullptr, nullptr, i0 + c, len, nullptr);
+            }
+            MergeMoments(total, ChunkMoments(sums, len));
+            continue;
+          }
         }
       }
-      const ChunkSums sums = AnyCenteredSums<D, kResidual, kPrefetch>(
-          x, r, h, i0 + c, len, AdvanceStatsShare<D>(pf, c), float_stats);
-      MergeMoments(total, ChunkMoments(sums, len));
+      MergeMoments(total,
+                   ChunkMoments(CenteredSums<D, kResidual, kPrefetch>(x, r, h, i0 + c, len, chunk_pf), len));
     }
     return total;
   }
@@ -1035,7 +1030,7 @@ struct Kernels {
       ChunkSums sums[kShortRowGroup] = {};
       for (int64_t j = 0; j < count; ++j) {
         const int64_t i0 = (first + j) * cols;
-        sums[j] = AnyCenteredSums<DIn, kResidual, kSplit>(x, r, h, i0, cols, stats_prefetch(i0), float_stats);
+        sums[j] = CenteredSums<DIn, kResidual, kSplit>(x, r, h, i0, cols, stats_prefetch(i0));
       }
       Moments mo[kShortRowGroup];
       for (int64_t j = 0; j < kShortRowGroup; ++j) mo[j] = ChunkMoments(sums[j], cols);

@@ -76,21 +76,18 @@ struct Avx512SimdT {
   // |shift| > 2^k |result|. Integer operations only, no branch per vector.
   using G = __m512i;
   static G GapInit() { return _mm512_set1_epi32(-0x7fffffff); }
+  static __m512i MagnitudeBits(F v) {
+    return _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
+  }
   static G GapMax(G gap, F result, F shift) {
-    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
-    const __m512i r = _mm512_and_si512(_mm512_castps_si512(result), magnitude);
-    const __m512i s = _mm512_and_si512(_mm512_castps_si512(shift), magnitude);
-    return _mm512_max_epi32(gap, _mm512_sub_epi32(s, r));
+    return _mm512_max_epi32(gap, _mm512_sub_epi32(MagnitudeBits(shift), MagnitudeBits(result)));
   }
   // GapMax that also counts a result below the smallest normal float (zero
   // included) as above 2^log2: a block whose gap stays at or below it holds
   // no denormal result, so its full vectors may store with kNoDenormals.
   static G GapMaxOrSubnormal(G gap, F result, F shift, int log2) {
-    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
-    const __m512i r = _mm512_and_si512(_mm512_castps_si512(result), magnitude);
-    const __m512i s = _mm512_max_epi32(_mm512_and_si512(_mm512_castps_si512(shift), magnitude),
-                                       _mm512_set1_epi32(0x00800000 + (log2 << 23)));
-    return _mm512_max_epi32(gap, _mm512_sub_epi32(s, r));
+    const __m512i s = _mm512_max_epi32(MagnitudeBits(shift), _mm512_set1_epi32(0x00800000 + (log2 << 23)));
+    return _mm512_max_epi32(gap, _mm512_sub_epi32(s, MagnitudeBits(result)));
   }
   // Lanes seen to hold a denormal (Store's kNoDenormals, checked a block at a time).
   using Mask = __mmask16;
