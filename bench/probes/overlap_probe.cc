@@ -53,7 +53,8 @@ struct Variant {
 };
 
 __m512 Widen(const uint16_t* p) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
 }
 
 struct Stats {
@@ -68,7 +69,8 @@ void StatsVec(Stats& s, const uint16_t* p, __m512 pivot, bool trivial) {
     return;
   }
   s.lo = _mm512_add_pd(s.lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-  s.hi = _mm512_add_pd(s.hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+  s.hi =
+      _mm512_add_pd(s.hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
   const __m512 d = _mm512_sub_ps(v, pivot);
   s.q = _mm512_fmadd_ps(d, d, s.q);
 }
@@ -77,7 +79,8 @@ __m512 OutVec(__m512i& gap, const uint16_t* x, int i, __m512 p, __m512 rs, __m51
   const __m512 v = Widen(x + i);
   if (trivial) return _mm512_add_ps(v, p);
   const __m512 b = _mm512_loadu_ps(g_beta + i);
-  const __m512 y = _mm512_fmadd_ps(_mm512_fmsub_ps(_mm512_sub_ps(v, p), rs, corr), _mm512_loadu_ps(g_gamma + i), b);
+  const __m512 y =
+      _mm512_fmadd_ps(_mm512_fmsub_ps(_mm512_sub_ps(v, p), rs, corr), _mm512_loadu_ps(g_gamma + i), b);
   const __m512i m = _mm512_set1_epi32(0x7fffffff);
   gap = _mm512_max_epi32(gap, _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(b), m),
                                                _mm512_and_si512(_mm512_castps_si512(y), m)));
@@ -85,8 +88,7 @@ __m512 OutVec(__m512i& gap, const uint16_t* x, int i, __m512 p, __m512 rs, __m51
 }
 
 template <class V>
-void OutPair(V var, __m512i& gap, const uint16_t* x, uint16_t* y, int i, __m512 p, __m512 rs,
-             __m512 corr) {
+void OutPair(V var, __m512i& gap, const uint16_t* x, uint16_t* y, int i, __m512 p, __m512 rs, __m512 corr) {
   const __m512 a = OutVec(gap, x, i, p, rs, corr, V::trivial);
   const __m512 b = OutVec(gap, x, i + 16, p, rs, corr, V::trivial);
   switch (V::store) {
@@ -157,11 +159,15 @@ double TwoThreads(const V* var) {
   const size_t half = kRows / 2;
   return Seconds([&] {
     std::thread t([&] {
-      if (var) RunRows(*var, g_out + half * kCols, g_in + half * kCols, half);
-      else std::memcpy(g_out + half * kCols, g_in + half * kCols, half * kCols * 2);
+      if (var)
+        RunRows(*var, g_out + half * kCols, g_in + half * kCols, half);
+      else
+        std::memcpy(g_out + half * kCols, g_in + half * kCols, half * kCols * 2);
     });
-    if (var) RunRows(*var, g_out, g_in, half);
-    else std::memcpy(g_out, g_in, half * kCols * 2);
+    if (var)
+      RunRows(*var, g_out, g_in, half);
+    else
+      std::memcpy(g_out, g_in, half * kCols * 2);
     t.join();
   });
 }
@@ -191,8 +197,9 @@ int main() {
     g_gamma[i] = 1.0f + i * 1e-4f;
     g_beta[i] = 0.5f;
   }
-  const char* names[] = {"stats+output pf2 cached32",    "stats+output pf8 cached32", "stats+output nopf cached32",
-                         "stats+output pf2 interleaved", "stats+output pf2 stream32", "stats+output pf2 paired64",
+  const char* names[] = {"stats+output pf2 cached32",  "stats+output pf8 cached32",
+                         "stats+output nopf cached32", "stats+output pf2 interleaved",
+                         "stats+output pf2 stream32",  "stats+output pf2 paired64",
                          "two-pass copy nopf cached32"};
   double (*const timers[])() = {
       Time<First>,
