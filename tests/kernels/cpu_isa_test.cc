@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -295,6 +296,19 @@ TEST_P(CpuIsaTest, CancellingBetaStaysWithinOneUlp) {
 // |ref|), strictly, even where a large beta cancels a large term: float
 // arithmetic alone is off by up to 2^-22 of the term, which exceeds the
 // bound once the term is above about 40 (gamma about 1000 here).
+// Uniform values in [-1, 1) from a 64-bit LCG: the same sequence on every machine.
+class Uniform {
+ public:
+  explicit Uniform(uint64_t seed) : state_(seed) {}
+  double operator()() {
+    state_ = state_ * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<double>(state_ >> 11) * 0x1p-52 - 1.0;
+  }
+
+ private:
+  uint64_t state_;
+};
+
 std::vector<std::string> StrictFloatFailures(CpuBackend& backend, ProblemCase& c) {
   return ElementFailures<float>(backend, c, [](int64_t i, float got, float want) {
     const double err = std::fabs(static_cast<double>(got) - static_cast<double>(want));
@@ -347,11 +361,7 @@ TEST_P(CpuIsaTest, CancellingBetaFloat32StaysWithinBound) {
 // (merged), a partial last vector and a residual.
 TEST_P(CpuIsaTest, Float32StatisticsInFloatStayWithinBound) {
   std::vector<std::string> failures;
-  uint64_t state = 0x2545f4914f6cdd1dull;
-  auto uniform = [&]() {  // [-1, 1)
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    return static_cast<double>(state >> 11) * 0x1p-52 - 1.0;
-  };
+  Uniform uniform(0x2545f4914f6cdd1dull);
   struct Pattern {
     const char* name;
     int64_t cols;
@@ -403,6 +413,122 @@ TEST_P(CpuIsaTest, Float32StatisticsInFloatStayWithinBound) {
       }
       for (std::string& f : StrictFloatFailures(*backend_, c)) failures.push_back(std::move(f));
     }
+  }
+  ExpectNoFailures(failures);
+}
+
+// Short FLOAT32 LayerNorm rows with the float statistics (at most 16
+// vectors a row: 256 columns with AVX-512, 128 with AVX2; the scalar path
+// keeps the double sums) go W rows at a time, their vectors reduced together
+// (Kernels::ShortFloatRows). 37 rows (two whole groups and a part) of each
+// row kind in turn: zero mean, offset 1000 and 30000 (spread 1e-3), a third
+// of the elements at the mean, 1536 and its two neighbouring floats, and
+// constant rows (which take the double sums); widths from 1 column to 256,
+// partial last vectors, a residual, and gamma +-4, beta +-2 (no beta, and
+// unit offset, too). Strict 1e-5 max(1, |ref|) against the reference; rows
+// 5 to 29 run as their own problem (groups that start elsewhere) must give
+// the same bits; asking for the mean (the double sums) must change some
+// bits where these rows take the float sums, and none where they do not.
+// Then rows with NaN or Inf among others, against the reference.
+TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
+  std::vector<std::string> failures;
+  Uniform uniform(0x9e3779b97f4a7c15ull);
+  auto value = [&](int64_t row, int64_t col) {
+    const double u = uniform();
+    switch (row % 6) {
+      case 0:
+        return u;
+      case 1:
+        return 1000.0 + u;
+      case 2:
+        return 30000.0 + 1e-3 * u;
+      case 3: {
+        const double t = static_cast<double>((col / 3) % 97 + 1) / 128.0;
+        return col % 3 == 0 ? 5.0 + t : col % 3 == 1 ? 5.0 - t : 5.0;
+      }
+      case 4:  // 1536 and its neighbours, 1 ulp apart: a spread of 1e-7 of the mean
+        return 1536.0 + 0x1p-13 * static_cast<double>((col * 7) % 3 - 1);
+      default:
+        return 3.0;
+    }
+  };
+  constexpr int64_t kRows = 37;
+  const int64_t float_cols = GetParam() >= CpuIsa::kAvx512 ? 256 : GetParam() == CpuIsa::kAvx2 ? 128 : 0;
+  for (int64_t cols : {1, 7, 16, 33, 100, 128, 129, 200, 256}) {
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool residual = variant == 1, no_beta = variant == 2, unit_offset = variant == 3;
+      CaseSpec spec;
+      spec.kind = NormKind::kLayerNorm;
+      spec.dtype = DType::kFloat32;
+      spec.params = no_beta ? testing::ParamMode::kGammaOnly : testing::ParamMode::kAffine;
+      spec.unit_offset = unit_offset;
+      spec.output_dtype = DType::kFloat32;
+      spec.residual = residual;
+      spec.shape = {kRows, cols};
+      ProblemCase c = testing::MakeRandomCase(spec, 83);
+      c.name = "LayerNorm FLOAT32, " + std::to_string(cols) + " columns" + (residual ? ", residual" : "") +
+               (no_beta ? ", no beta" : "") + (unit_offset ? ", unit offset" : "");
+      for (int64_t row = 0; row < kRows; ++row) {
+        for (int64_t col = 0; col < cols; ++col) {
+          const int64_t i = row * cols + col;
+          const double v = value(row, col);
+          if (residual) {
+            // x + r rounds to v's float (r = 0.5 exactly, x = v - 0.5 in float, exact here).
+            c.input.Set(i, static_cast<float>(v) - 0.5f);
+            c.residual.Set(i, 0.5f);
+          } else {
+            c.input.Set(i, static_cast<float>(v));
+          }
+        }
+      }
+      for (int64_t col = 0; col < cols; ++col) {
+        // The limits: |gamma| <= 4, or 2 with unit offset; beta against the sign of the term.
+        const float g = unit_offset ? 2.0f : 4.0f;
+        c.gamma.Set(col, col % 2 == 0 ? g : -g);
+        if (!no_beta) c.beta.Set(col, col % 4 < 2 ? -2.0f : 2.0f);
+      }
+      for (std::string& f : StrictFloatFailures(*backend_, c)) failures.push_back(std::move(f));
+
+      ProblemCase part = c;
+      constexpr int64_t kFirst = 5, kLast = 30;
+      part.input.shape = {kLast - kFirst, cols};
+      auto keep_rows = [&](std::vector<uint8_t>& bytes) {
+        bytes.assign(bytes.begin() + kFirst * cols * 4, bytes.begin() + kLast * cols * 4);
+      };
+      keep_rows(part.input.bytes);
+      if (residual) {
+        part.residual.shape = part.input.shape;
+        keep_rows(part.residual.bytes);
+      }
+      part.ResetOutputs();
+      NormProblem whole_problem = c.Problem();
+      NormProblem part_problem = part.Problem();
+      ASSERT_TRUE(backend_->Run(&whole_problem, 1).ok()) << c.name;
+      ASSERT_TRUE(backend_->Run(&part_problem, 1).ok()) << c.name;
+      if (!std::equal(part.output.begin(), part.output.end(), c.output.begin() + kFirst * cols * 4)) {
+        failures.push_back(c.name + ": rows 5 to 29 alone differ from the same rows in the batch");
+      }
+
+      ProblemCase with_mean = c;
+      with_mean.return_stats = true;
+      with_mean.ResetOutputs();
+      NormProblem q = with_mean.Problem();
+      ASSERT_TRUE(backend_->Run(&q, 1).ok()) << c.name;
+      const bool same = with_mean.output == c.output;
+      // Single columns are exact either way (every output is beta).
+      if (cols > 1 && same != (cols > float_cols)) {
+        failures.push_back(c.name + (same ? ": took the double sums" : ": took the float sums"));
+      }
+    }
+  }
+  // NaN and infinities in some rows of a group: those rows are NaN, the others unharmed.
+  for (int64_t cols : {100, 128}) {
+    ProblemCase c = AffineCase(NormKind::kLayerNorm, DType::kFloat32, DType::kFloat32, {kRows, cols}, 84);
+    c.name = "LayerNorm FLOAT32 with NaN and Inf rows, " + std::to_string(cols) + " columns";
+    c.input.Set(3 * cols + 17, std::numeric_limits<float>::quiet_NaN());
+    c.input.Set(20 * cols + cols - 1, std::numeric_limits<float>::infinity());
+    c.input.Set(36 * cols, -std::numeric_limits<float>::infinity());
+    for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
   }
   ExpectNoFailures(failures);
 }
