@@ -512,8 +512,12 @@ struct Kernels {
   // The float statistics' lanes: four accumulators each of sum(x - p) and
   // sum((x - p)^2), added pairwise at the end.
   struct CenteredLanes {
-    F s[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()};
-    F q[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()};
+    F s[4], q[4];
+    // Not default member initializers: GCC compiles the implicit constructor
+    // without this file's target options (-Wpsabi).
+    NORMSERVE_INLINE CenteredLanes() {
+      for (int k = 0; k < 4; ++k) s[k] = q[k] = S::Zero();
+    }
     NORMSERVE_INLINE void Add(int k, F v, F p) {
       const F d = S::Sub(v, p);
       s[k] = S::Add(s[k], d);
@@ -587,99 +591,73 @@ struct Kernels {
   // AVX2; the scalar path keeps the double sums). There the per-row costs of
   // the double sums (widening, two horizontal reductions in double, the
   // division and square root chain) were most of the row's time: 128 columns
-  // took about 36 ns a row in cache against oneDNN's 29. This takes W rows at
-  // a time and reduces their vectors together (S::ReduceAddEach, whose lane
-  // j is ReduceAdd of row j's vector: each row's bits are those it gets
-  // alone, wherever the group starts). Per row: the pivot is the mean of the
-  // row in float (any pivot is valid; a good one passes the check below);
-  // then sum(x - p) and sum((x - p)^2) in four float accumulators (at most 4
-  // terms a lane), added pairwise, then across the lanes (log2 W <= 4
-  // levels). That is at most 9 roundings per term, the count
+  // took about 36 ns a row in cache against oneDNN's 29. Per row
+  // (ShortFloatRows): the pivot is the mean of the row in float (ShortRowSum;
+  // any pivot is valid, a good one passes the check below); then sum(x - p)
+  // and sum((x - p)^2) in four float accumulators (ShortRowCentered: at most
+  // 4 terms a lane), added pairwise, then across the lanes (ReduceAdd, log2 W
+  // <= 4 levels). That is at most 9 roundings per term, the count
   // FloatCenteredSums' bound assumes (10u for the sum with the rounding of x
   // - p, 12u for Q), and the same check decides whether the sums are kept:
   // rows that fail it (constant rows, NaN, Inf, a mean far from zero against
-  // the spread) take the double CenteredSums from cache. h, with a residual,
-  // is written by the first pass.
+  // the spread) take the double CenteredSums from cache (ShortRowTransform).
   static constexpr int64_t kShortFloatVectors = 16;
   static constexpr bool kShortFloatRows = W >= 8;
-  // ChunkSums of W rows, lane j for row j (rows past the group's end: zeros).
-  struct ShortSums {
-    alignas(64) double pivot[W], sum_d[W], sum_d2[W];
-  };
-  template <bool kResidual, bool kPrefetch>
-  static void ShortFloatSums(const void* x, const void* r, void* h, int64_t first_row, int64_t cols,
-                             int64_t count, const char* const* pf, ShortSums* out) {
+  // Lanes of the vector at element e of a short row (e < cols).
+  NORMSERVE_INLINE static int ShortLanes(int64_t cols, int64_t e) {
+    return static_cast<int>(std::min<int64_t>(cols - e, W));
+  }
+  // The row's vectors added in four accumulators, then pairwise (lanes past
+  // the end load 0); with a residual, h = x + r is written on the way.
+  template <bool kResidual>
+  NORMSERVE_INLINE static F ShortRowSum(const void* x, const void* r, void* h, int64_t i0, int64_t cols) {
     constexpr DType D = DType::kFloat32;
-    const void* values = kResidual ? static_cast<const void*>(h) : x;
-    // Lanes of the vector at element e of a row (e < cols).
-    auto lanes_at = [&](int64_t e)
-                        NORMSERVE_LAMBDA_INLINE { return static_cast<int>(std::min<int64_t>(cols - e, W)); };
-    alignas(64) float pivots[W];
-    F part[W];
-    for (int64_t j = 0; j < W; ++j) {
-      part[j] = S::Zero();
-      if (j >= count) continue;
-      const int64_t i0 = (first_row + j) * cols;
-      F a[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()};
-      int64_t e = 0;
-      for (; e + 4 * W <= cols; e += 4 * W) {
-        if constexpr (kPrefetch) {
-          PrefetchStatsShare<D>(pf[j], e);
-          PrefetchStatsShare<D>(pf[j], e + 2 * W);
-        }
-        for (int k = 0; k < 4; ++k) a[k] = S::Add(a[k], LoadInput<D, kResidual>(x, r, h, i0 + e + k * W));
-      }
-      if (e < cols) {
-        if constexpr (kPrefetch) {
-          PrefetchStatsShare<D>(pf[j], e);
-          if (e + 2 * W < cols) PrefetchStatsShare<D>(pf[j], e + 2 * W);
-        }
-        for (int k = 0; k < 4 && e + k * W < cols; ++k) {
-          a[k] = S::Add(a[k], LoadInputPartial<D, kResidual>(x, r, h, i0 + e + k * W, lanes_at(e + k * W)));
-        }
-      }
-      part[j] = S::Add(S::Add(a[0], a[1]), S::Add(a[2], a[3]));
+    F a[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()};
+    int64_t e = 0;
+    for (; e + 4 * W <= cols; e += 4 * W) {
+      for (int k = 0; k < 4; ++k) a[k] = S::Add(a[k], LoadInput<D, kResidual>(x, r, h, i0 + e + k * W));
     }
-    const F pivot_vector = S::Mul(S::ReduceAddEach(part), S::Set1(1.0f / static_cast<float>(cols)));
-    S::template Store<D>(pivots, 0, pivot_vector);
-    F sum_part[W], square_part[W];
-    for (int64_t j = 0; j < W; ++j) {
-      sum_part[j] = square_part[j] = S::Zero();
-      if (j >= count) continue;
-      const int64_t i0 = (first_row + j) * cols;
-      const F p = S::Set1(pivots[j]);
-      CenteredLanes lanes;
-      auto add = [&](int k, F v) NORMSERVE_LAMBDA_INLINE { lanes.Add(k, v, p); };
-      int64_t e = 0;
-      for (; e + 4 * W <= cols; e += 4 * W) {
-        for (int k = 0; k < 4; ++k) add(k, S::template Load<D>(values, i0 + e + k * W));
-      }
-      // Lanes past the end hold the pivot, so they add exactly zero.
-      for (int k = 0; k < 4 && e + k * W < cols; ++k) {
-        const int n = lanes_at(e + k * W);
-        add(k, S::SelectFirst(S::template LoadPartial<D>(values, i0 + e + k * W, n), p, n));
-      }
-      sum_part[j] = lanes.Sum();
-      square_part[j] = lanes.Squares();
+    for (int k = 0; k < 4 && e + k * W < cols; ++k) {
+      a[k] =
+          S::Add(a[k], LoadInputPartial<D, kResidual>(x, r, h, i0 + e + k * W, ShortLanes(cols, e + k * W)));
     }
-    auto store_wide = [](double* to, F v) NORMSERVE_LAMBDA_INLINE {
-      typename S::D lo, hi;
-      S::Widen(v, &lo, &hi);
-      S::DStore(to, lo);
-      S::DStore(to + W / 2, hi);
-    };
-    store_wide(out->pivot, pivot_vector);
-    store_wide(out->sum_d, S::ReduceAddEach(sum_part));
-    store_wide(out->sum_d2, S::ReduceAddEach(square_part));
-    for (int64_t j = 0; j < count; ++j) {
-      if (!FloatSumsKept(out->sum_d[j], out->sum_d2[j], static_cast<double>(cols))) {
-        const ChunkSums c =
-            CenteredSums<D, false, false>(values, nullptr, nullptr, (first_row + j) * cols, cols, nullptr);
-        out->pivot[j] = c.pivot;
-        out->sum_d[j] = c.sum_d;
-        out->sum_d2[j] = c.sum_d2;
-      }
+    return S::Add(S::Add(a[0], a[1]), S::Add(a[2], a[3]));
+  }
+  // The row's CenteredLanes around p, added up (lanes past the end hold the
+  // pivot, so they add exactly zero).
+  NORMSERVE_INLINE static void ShortRowCentered(const void* values, int64_t i0, int64_t cols, F p, F* sum,
+                                                F* squares) {
+    constexpr DType D = DType::kFloat32;
+    CenteredLanes lanes;
+    int64_t e = 0;
+    for (; e + 4 * W <= cols; e += 4 * W) {
+      for (int k = 0; k < 4; ++k) lanes.Add(k, S::template Load<D>(values, i0 + e + k * W), p);
     }
+    for (int k = 0; k < 4 && e + k * W < cols; ++k) {
+      const int n = ShortLanes(cols, e + k * W);
+      lanes.Add(k, S::SelectFirst(S::template LoadPartial<D>(values, i0 + e + k * W, n), p, n), p);
+    }
+    *sum = lanes.Sum();
+    *squares = lanes.Squares();
+  }
+  // A short row's transform (as MakeTransformWithRstd makes it) from its
+  // float pivot and centered lanes (ShortRowCentered), or from the double
+  // CenteredSums, from cache, where FloatSumsKept rejects those. In double:
+  // ChunkMoments' mean and M2, with the division by the row length a
+  // multiply by its inverse.
+  NORMSERVE_INLINE static GroupTransform ShortRowTransform(const void* values, int64_t i0, int64_t cols,
+                                                           float pivot, F sum_part, F square_part,
+                                                           double inv_dn, float epsilon) {
+    ChunkSums c{static_cast<double>(pivot), static_cast<double>(S::ReduceAdd(sum_part)),
+                static_cast<double>(S::ReduceAdd(square_part))};
+    if (__builtin_expect(!FloatSumsKept(c.sum_d, c.sum_d2, static_cast<double>(cols)), 0)) {
+      c = CenteredSums<DType::kFloat32, false, false>(values, nullptr, nullptr, i0, cols, nullptr);
+    }
+    const double mean = c.pivot + c.sum_d * inv_dn;
+    const double m2 = std::max(0.0, c.sum_d2 - c.sum_d * c.sum_d * inv_dn);
+    const double var = m2 * inv_dn;
+    const bool finite = std::isfinite(mean) && std::isfinite(m2);
+    return MakeTransformWithRstd(mean, var, finite ? RstdOf(var, epsilon) : 0.0, finite);
   }
 
   // Mean and M2 of x[i0, i0 + n) (or of h = x + r, written to h).
@@ -1068,29 +1046,39 @@ struct Kernels {
   }
 
   // FLOAT32 LayerNorm rows of at most kShortFloatVectors vectors where
-  // float_stats allows float sums, W rows at a time: their sums from
-  // ShortFloatSums, then each row's transform (as MakeTransformWithRstd makes
-  // it) and its output pass with gamma and beta read from one buffer. Groups
-  // are pipelined as in LayerRows, with the same prefetches. The output pass
-  // is NormalizeRowT's arithmetic (absent gamma is 1, absent beta leaves a
-  // multiply: the same bits). Rows whose rstd is beyond float
-  // (RstdBeyondFloat) go through NormalizeRow.
+  // float_stats allows float sums (see ShortRowSum), one row at a time, each
+  // with its own reductions and double arithmetic: rows are independent, so
+  // the core overlaps a few of them, and their reads from memory come at an
+  // even pace. Tried and dropped, on 128 and 256 columns: W rows at a time
+  // with their reductions done together (a transpose) was as fast in cache
+  // but half a copy's speed out of cache, its reads in bursts with the
+  // memory idle in between (pipelining three such groups row by row did no
+  // better), and rows held in registers (a width fixed at compile time) were
+  // no faster than these loops. The output pass is NormalizeRowT's
+  // arithmetic (absent gamma is 1, absent beta leaves a multiply: the same
+  // bits) with gamma and beta from one buffer. Rows whose rstd is beyond
+  // float (RstdBeyondFloat) go through NormalizeRow.
   template <bool kResidual, bool kHasBeta>
   static void ShortFloatRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
     constexpr DType D = DType::kFloat32;
-    constexpr int64_t kElem = 4;
     const NormProblem& p = *pp.problem;
     const int64_t cols = pp.unit_length;
     const void* x = p.input.data;
     const void* r = p.residual.data;
     void* h = p.out.residual_out;
-    const void* normalized = kResidual ? static_cast<const void*>(h) : x;
+    const void* values = kResidual ? static_cast<const void*>(h) : x;
+    float* const y = static_cast<float*>(p.out.output);
+    float* const rstd_out = p.out.rstd;
+    const bool stream = pp.stream_output;
+    const float epsilon = p.epsilon;
+    const double inv_dn = 1.0 / static_cast<double>(cols);
+    const float inv_cols = 1.0f / static_cast<float>(cols);
     // One row's gamma (1 where absent, 1 + gamma added in float with
     // unit_offset) and beta: float_stats rules out per-row parameters, and
     // FLOAT32 input means FLOAT32 parameters.
     alignas(64) float gamma[kShortFloatVectors * W], beta[kShortFloatVectors * W];
     for (int64_t e = 0; e < cols; e += W) {
-      const int rest = static_cast<int>(std::min<int64_t>(W, cols - e));
+      const int rest = ShortLanes(cols, e);
       F g = p.gamma.present() ? LoadSome<D>(p.gamma.data, e, rest) : S::Set1(1.0f);
       if (p.gamma.present() && p.unit_offset) g = S::Add(g, S::Set1(1.0f));
       S::template Store<D>(gamma, e, g);
@@ -1100,89 +1088,25 @@ struct Kernels {
     prm.gamma = p.gamma.data;
     prm.beta = p.beta.data;
     prm.unit_offset = p.unit_offset;
-
-    const int64_t ahead_bytes = std::max(2 * W * cols * kElem, kRowPrefetchMinBytes);
-    auto ahead_of = [&](int64_t i0, int64_t bytes) NORMSERVE_LAMBDA_INLINE {
-      const bool fits = (i0 + cols) * kElem + bytes <= end * cols * kElem;
-      return static_cast<const char*>(x) + i0 * kElem + (fits ? bytes : 0);
-    };
-    struct Group {
-      alignas(64) float pivot[W], rstd[W], correction[W];
-      alignas(64) double mean[W], m2[W], var[W], rstd_wide[W];
-      bool finite[W];
-    };
-    Group groups[2];
-    auto group_stats = [&](int64_t first, Group& gr) NORMSERVE_LAMBDA_INLINE {
-      const int64_t count = std::min(end, first + W) - first;
-      const char* pf[W];
-      for (int64_t j = 0; j < count; ++j) pf[j] = ahead_of((first + j) * cols, ahead_bytes);
-      ShortSums sums;
-      ShortFloatSums<kResidual, true>(x, r, h, first, cols, count, pf, &sums);
-      // ChunkMoments, RstdOf and MakeTransformWithRstd on W rows at once, in
-      // the same double operations (DMax(v, 0) is std::max(0.0, v)).
-      using DV = typename S::D;
-      const DV dn = S::DSet1(static_cast<double>(cols)), zero = S::DSet1(0.0), one = S::DSet1(1.0);
-      const DV eps = S::DSet1(static_cast<double>(p.epsilon));
-      DV mean[2], rstd[2];
-      for (int k = 0; k < 2; ++k) {
-        const int64_t at = k * W / 2;
-        const DV sd = S::DLoad(sums.sum_d + at);
-        mean[k] = S::DAdd(S::DLoad(sums.pivot + at), S::DDiv(sd, dn));
-        const DV m2 = S::DMax(S::DSub(S::DLoad(sums.sum_d2 + at), S::DDiv(S::DMul(sd, sd), dn)), zero);
-        const DV var = S::DDiv(m2, dn);
-        rstd[k] = S::DDiv(one, S::DSqrt(S::DAdd(S::DMax(var, zero), eps)));
-        S::DStore(gr.mean + at, mean[k]);
-        S::DStore(gr.m2 + at, m2);
-        S::DStore(gr.var + at, var);
-        S::DStore(gr.rstd_wide + at, rstd[k]);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t i0 = row * cols;
+      const float pivot = S::ReduceAdd(ShortRowSum<kResidual>(x, r, h, i0, cols)) * inv_cols;
+      F sum_part, square_part;
+      ShortRowCentered(values, i0, cols, S::Set1(pivot), &sum_part, &square_part);
+      const GroupTransform t =
+          ShortRowTransform(values, i0, cols, pivot, sum_part, square_part, inv_dn, epsilon);
+      if (rstd_out != nullptr) rstd_out[row] = t.rstd;
+      if (__builtin_expect(RstdBeyondFloat(t), 0)) {
+        NormalizeRow<D, D>(values, y, i0, cols, t, prm, stream, nullptr, nullptr);
+        continue;
       }
-      const F pivot = S::Narrow(mean[0], mean[1]);
-      DV pivot_lo, pivot_hi;
-      S::Widen(pivot, &pivot_lo, &pivot_hi);
-      S::template Store<D>(gr.pivot, 0, pivot);
-      S::template Store<D>(gr.rstd, 0, S::Narrow(rstd[0], rstd[1]));
-      S::template Store<D>(gr.correction, 0,
-                           S::Narrow(S::DMul(S::DSub(mean[0], pivot_lo), rstd[0]),
-                                     S::DMul(S::DSub(mean[1], pivot_hi), rstd[1])));
-      for (int64_t j = 0; j < count; ++j) {
-        gr.finite[j] = std::isfinite(gr.mean[j]) && std::isfinite(gr.m2[j]);
-        if (!gr.finite[j]) gr.pivot[j] = gr.rstd[j] = gr.correction[j] = kFloatNaN;
-      }
-    };
-    Group* cur = &groups[0];
-    Group* next = &groups[1];
-    float* const y = static_cast<float*>(p.out.output);
-    group_stats(begin, *cur);
-    for (int64_t first = begin; first < end; first += W) {
-      if (first + W < end) group_stats(first + W, *next);
-      const int64_t last = std::min(end, first + W);
-      const bool more = first + 2 * W < end;
-      for (int64_t row = first; row < last; ++row) {
-        const int64_t i0 = row * cols, j = row - first;
-        const char* ahead = ahead_of(i0, ahead_bytes + (W * cols + cols / 2) * kElem);
-        const char* ahead_residual =
-            kResidual && more ? static_cast<const char*>(r) + i0 * kElem + ahead_bytes : nullptr;
-        if (p.out.rstd != nullptr) p.out.rstd[row] = cur->rstd[j];
-        if (p.out.mean != nullptr)
-          p.out.mean[row] = cur->finite[j] ? static_cast<float>(cur->mean[j]) : kFloatNaN;
-        if (__builtin_expect(!std::isfinite(cur->rstd[j]) && std::isfinite(cur->rstd_wide[j]), 0)) {
-          const GroupTransform t = MakeTransformWithRstd(cur->mean[j], cur->var[j], cur->rstd_wide[j], true);
-          NormalizeRow<D, D>(normalized, y, i0, cols, t, prm, pp.stream_output, nullptr, nullptr);
-          continue;
-        }
-        const F pv = S::Set1(cur->pivot[j]), rs = S::Set1(cur->rstd[j]), corr = S::Set1(cur->correction[j]);
-        StoreLoop<D>(y, i0, cols, pp.stream_output, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
-          __builtin_prefetch(ahead + i * kElem / 2, 0, 3);
-          if constexpr (kResidual) {
-            if (ahead_residual != nullptr) __builtin_prefetch(ahead_residual + i * kElem, 0, 3);
-          }
-          const F out = S::MulSub(S::Sub(LoadSome<D>(normalized, i0 + i, rest), pv), rs, corr);
-          const F g = S::template Load<D>(gamma, i);
-          if constexpr (kHasBeta) return S::MulAdd(out, g, S::template Load<D>(beta, i));
-          return S::Mul(out, g);
-        });
-      }
-      std::swap(cur, next);
+      const F pv = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction);
+      StoreLoop<D>(y, i0, cols, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+        const F out = S::MulSub(S::Sub(LoadSome<D>(values, i0 + i, rest), pv), rs, corr);
+        const F gv = S::template Load<D>(gamma, i);
+        if constexpr (kHasBeta) return S::MulAdd(out, gv, S::template Load<D>(beta, i));
+        return S::Mul(out, gv);
+      });
     }
   }
 

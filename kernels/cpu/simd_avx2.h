@@ -34,24 +34,6 @@ struct Avx2Simd {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
-  // Lane j: ReduceAdd(v[j]), bit for bit, for 8 vectors at once (as in
-  // Avx512SimdT::ReduceAddEach).
-  static F ReduceAddEach(const F* v) {
-    F halves[4], quarters[2];
-    for (int k = 0; k < 4; ++k) {  // row 2k in lanes 0-3, 2k + 1 in 4-7
-      halves[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20),
-                                _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
-    }
-    for (int k = 0; k < 2; ++k) {  // 128-bit lane L: row 4k + L in elements 0-1, 4k + 2 + L in 2-3
-      quarters[k] =
-          _mm256_add_ps(_mm256_shuffle_ps(halves[2 * k], halves[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                        _mm256_shuffle_ps(halves[2 * k], halves[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    }
-    // Element 4L + m: row 2m + L.
-    const F sums = _mm256_add_ps(_mm256_shuffle_ps(quarters[0], quarters[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                                 _mm256_shuffle_ps(quarters[0], quarters[1], _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm256_permutevar8x32_ps(sums, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-  }
   static F KeepFirst(F v, int n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
@@ -72,11 +54,6 @@ struct Avx2Simd {
   static void DStore(double* p, D v) { _mm256_storeu_pd(p, v); }
   static D DAdd(D a, D b) { return _mm256_add_pd(a, b); }
   static D DMulAdd(D a, D b, D c) { return _mm256_fmadd_pd(a, b, c); }
-  static D DDiv(D a, D b) { return _mm256_div_pd(a, b); }
-  static D DSqrt(D a) { return _mm256_sqrt_pd(a); }
-  // max(a, b); b where either is NaN or both are zeros (std::max(b, a) for b = 0).
-  static D DMax(D a, D b) { return _mm256_max_pd(a, b); }
-  static D DLoad(const double* p) { return _mm256_loadu_pd(p); }
   static double DReduceAdd(D v) {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));

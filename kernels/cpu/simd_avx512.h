@@ -43,31 +43,6 @@ struct Avx512SimdT {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
-  // Lane j: ReduceAdd(v[j]), bit for bit (the same pairs added in the same
-  // order), for 16 vectors at once: each level adds the two halves of every
-  // vector's remaining partial sums, two vectors' worth per instruction.
-  static F ReduceAddEach(const F* v) {
-    F halves[8], quarters[4], eighths[2];
-    for (int k = 0; k < 8; ++k) {  // row 2k in lanes 0-7, 2k + 1 in 8-15
-      halves[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                                _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    }
-    for (int k = 0; k < 4; ++k) {  // 128-bit lane L: row 4k + L
-      quarters[k] =
-          _mm512_add_ps(_mm512_shuffle_f32x4(halves[2 * k], halves[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                        _mm512_shuffle_f32x4(halves[2 * k], halves[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-    }
-    for (int k = 0; k < 2; ++k) {  // lane L: row 8k + L in elements 0-1, 8k + 4 + L in 2-3
-      eighths[k] =
-          _mm512_add_ps(_mm512_shuffle_ps(quarters[2 * k], quarters[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                        _mm512_shuffle_ps(quarters[2 * k], quarters[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    }
-    // Element 4L + m: row 4m + L.
-    const F sums = _mm512_add_ps(_mm512_shuffle_ps(eighths[0], eighths[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                                 _mm512_shuffle_ps(eighths[0], eighths[1], _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15),
-                                 sums);
-  }
   // Double precision halves of a vector, for outputs that need them.
   using D = __m512d;
   static constexpr bool kHasHighHalf = true;
@@ -86,11 +61,6 @@ struct Avx512SimdT {
   static void DStore(double* p, D v) { _mm512_storeu_pd(p, v); }
   static D DAdd(D a, D b) { return _mm512_add_pd(a, b); }
   static D DMulAdd(D a, D b, D c) { return _mm512_fmadd_pd(a, b, c); }
-  static D DDiv(D a, D b) { return _mm512_div_pd(a, b); }
-  static D DSqrt(D a) { return _mm512_sqrt_pd(a); }
-  // max(a, b); b where either is NaN or both are zeros (std::max(b, a) for b = 0).
-  static D DMax(D a, D b) { return _mm512_max_pd(a, b); }
-  static D DLoad(const double* p) { return _mm512_loadu_pd(p); }
   static double DReduceAdd(D v) {
     const __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));

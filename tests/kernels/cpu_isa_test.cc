@@ -419,17 +419,14 @@ TEST_P(CpuIsaTest, Float32StatisticsInFloatStayWithinBound) {
 
 // Short FLOAT32 LayerNorm rows with the float statistics (at most 16
 // vectors a row: 256 columns with AVX-512, 128 with AVX2; the scalar path
-// keeps the double sums) go W rows at a time, their vectors reduced together
-// (Kernels::ShortFloatRows). 37 rows (two whole groups and a part) of each
-// row kind in turn: zero mean, offset 1000 and 30000 (spread 1e-3), a third
-// of the elements at the mean, 1536 and its two neighbouring floats, and
-// constant rows (which take the double sums); widths from 1 column to 256,
-// partial last vectors, a residual, and gamma +-4, beta +-2 (no beta, and
-// unit offset, too). Strict 1e-5 max(1, |ref|) against the reference; rows
-// 5 to 29 run as their own problem (groups that start elsewhere) must give
-// the same bits; asking for the mean (the double sums) must change some
-// bits where these rows take the float sums, and none where they do not.
-// Then rows with NaN or Inf among others, against the reference.
+// keeps the double sums) sum around their float mean
+// (Kernels::ShortFloatRows). 37 rows of each row kind in turn: zero mean, offset 1000 and 30000 (spread
+// 1e-3), a third of the elements at the mean, 1536 and its two neighbouring floats, and constant rows (which
+// take the double sums); widths from 1 column to 256, partial last vectors, a residual, and gamma +-4, beta
+// +-2 (no beta, and unit offset, too). Strict 1e-5 max(1, |ref|) against the reference; rows 5 to 29 run as
+// their own problem must give the same bits; asking for the mean (the double sums) must change some bits
+// where these rows take the float sums, and none where they do not. Then rows with NaN or Inf among others,
+// against the reference.
 TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
   std::vector<std::string> failures;
   Uniform uniform(0x9e3779b97f4a7c15ull);

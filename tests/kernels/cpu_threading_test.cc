@@ -39,7 +39,7 @@ std::vector<CaseSpec> LargeSpecs() {
     s.params = testing::ParamMode::kAffine;
     specs.push_back(s);
     if (dtype == DType::kFloat32) {
-      // Without the mean they go W rows at a time (Kernels::ShortFloatRows).
+      // Without the mean they take the float sums (Kernels::ShortFloatRows).
       s.return_stats = false;
       specs.push_back(s);
       s.residual = true;
