@@ -205,14 +205,21 @@ TEST(CpuThreading, ConcurrentRunsFromManyThreads) {
 // Outputs of 16 MiB and more may be written with non-temporal stores (every
 // dtype with CpuStores::kStreaming, FLOAT32 with kAuto); rows with an odd
 // length start at every alignment. Every store mode gives the same bits.
+// Short FLOAT32 rows (256 and 255 columns: Kernels::ShortFloatRows) too.
 TEST(CpuThreading, StreamedOutputsMatchReferenceAndRowsAlone) {
-  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
-    SCOPED_TRACE(DTypeName(dtype));
+  struct Shape {
+    DType dtype;
+    int64_t rows, cols;  // at least 16 MiB of output
+  };
+  for (const Shape& shape : {Shape{DType::kFloat32, 1031, 4097}, Shape{DType::kFloat16, 2063, 4097},
+                             Shape{DType::kBFloat16, 2063, 4097}, Shape{DType::kFloat32, 16400, 256},
+                             Shape{DType::kFloat32, 16500, 255}}) {
+    const DType dtype = shape.dtype;
+    SCOPED_TRACE(std::string(DTypeName(dtype)) + ", " + std::to_string(shape.cols) + " columns");
     CaseSpec spec;
     spec.dtype = dtype;
     spec.params = testing::ParamMode::kAffine;
-    // At least 16 MiB of output in every dtype.
-    spec.shape = {dtype == DType::kFloat32 ? int64_t{1031} : int64_t{2063}, 4097};
+    spec.shape = {shape.rows, shape.cols};
     ProblemCase c = testing::MakeRandomCase(spec, 17);
     CpuBackendOptions streaming = Threads(2);
     streaming.stores = CpuStores::kStreaming;
