@@ -587,21 +587,25 @@ struct Kernels {
   }
 
   // Short FLOAT32 LayerNorm rows where float_stats allows float sums: at
-  // most kShortFloatVectors vectors a row (256 columns with AVX-512, 128 with
-  // AVX2; the scalar path keeps the double sums). There the per-row costs of
-  // the double sums (widening, two horizontal reductions in double, the
-  // division and square root chain) were most of the row's time: 128 columns
-  // took about 36 ns a row in cache against oneDNN's 29. Per row
-  // (ShortFloatRows): the pivot is the mean of the row in float (ShortRowSum;
-  // any pivot is valid, a good one passes the check below); then sum(x - p)
-  // and sum((x - p)^2) in four float accumulators (ShortRowCentered: at most
-  // 4 terms a lane), added pairwise, then across the lanes (ReduceAdd, log2 W
-  // <= 4 levels). That is at most 9 roundings per term, the count
-  // FloatCenteredSums' bound assumes (10u for the sum with the rounding of x
-  // - p, 12u for Q), and the same check decides whether the sums are kept:
-  // rows that fail it (constant rows, NaN, Inf, a mean far from zero against
-  // the spread) take the double CenteredSums from cache (ShortRowTransform).
-  static constexpr int64_t kShortFloatVectors = 16;
+  // most kShortFloatVectors vectors a row (512 columns with AVX-512, 256 with
+  // AVX2: a short row's 2 KiB; the scalar path keeps the double sums). There
+  // the per-row costs of the double sums (widening, two horizontal
+  // reductions in double, the division and square root chain) were most of
+  // the row's time: 128 columns took about 36 ns a row in cache against
+  // oneDNN's 29. Per row (ShortFloatRows): the pivot is the mean of the row
+  // in float (ShortRowSum; any pivot is valid, a good one passes the check
+  // below); then sum(x - p) and sum((x - p)^2) in four float accumulators
+  // (ShortRowCentered), added pairwise, then across the lanes: rows of at
+  // most kShortFloatLaneVectors vectors (at most 4 terms a lane) in float
+  // (ReduceAdd, log2 W <= 4 levels), longer ones (at most 8 terms a lane) in
+  // double, as FloatCenteredSums does. Either way at most 9 roundings per
+  // term, the count FloatCenteredSums' bound assumes (10u for the sum with
+  // the rounding of x - p, 12u for Q), and the same check decides whether
+  // the sums are kept: rows that fail it (constant rows, NaN, Inf, a mean far
+  // from zero against the spread) take the double CenteredSums from cache
+  // (ShortRowTransform).
+  static constexpr int64_t kShortFloatVectors = 32;
+  static constexpr int64_t kShortFloatLaneVectors = 16;
   static constexpr bool kShortFloatRows = W >= 8;
   // Lanes of the vector at element e of a short row (e < cols).
   NORMSERVE_INLINE static int ShortLanes(int64_t cols, int64_t e) {
@@ -648,8 +652,14 @@ struct Kernels {
   NORMSERVE_INLINE static GroupTransform ShortRowTransform(const void* values, int64_t i0, int64_t cols,
                                                            float pivot, F sum_part, F square_part,
                                                            double inv_dn, float epsilon) {
-    ChunkSums c{static_cast<double>(pivot), static_cast<double>(S::ReduceAdd(sum_part)),
-                static_cast<double>(S::ReduceAdd(square_part))};
+    // Rows of more than kShortFloatLaneVectors vectors add their lanes in double.
+    auto lanes_sum = [&](F v) NORMSERVE_LAMBDA_INLINE {
+      if (cols <= kShortFloatLaneVectors * W) return static_cast<double>(S::ReduceAdd(v));
+      typename S::D lo, hi;
+      S::Widen(v, &lo, &hi);
+      return S::DReduceAdd(S::kHasHighHalf ? S::DAdd(lo, hi) : lo);
+    };
+    ChunkSums c{static_cast<double>(pivot), lanes_sum(sum_part), lanes_sum(square_part)};
     if (__builtin_expect(!FloatSumsKept(c.sum_d, c.sum_d2, static_cast<double>(cols)), 0)) {
       c = CenteredSums<DType::kFloat32, false, false>(values, nullptr, nullptr, i0, cols, nullptr);
     }

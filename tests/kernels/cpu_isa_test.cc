@@ -417,16 +417,19 @@ TEST_P(CpuIsaTest, Float32StatisticsInFloatStayWithinBound) {
   ExpectNoFailures(failures);
 }
 
-// Short FLOAT32 LayerNorm rows with the float statistics (at most 16
-// vectors a row: 256 columns with AVX-512, 128 with AVX2; the scalar path
+// Short FLOAT32 LayerNorm rows with the float statistics (at most 32
+// vectors a row: 512 columns with AVX-512, 256 with AVX2; the scalar path
 // keeps the double sums) sum around their float mean
-// (Kernels::ShortFloatRows). 37 rows of each row kind in turn: zero mean, offset 1000 and 30000 (spread
-// 1e-3), a third of the elements at the mean, 1536 and its two neighbouring floats, and constant rows (which
-// take the double sums); widths from 1 column to 256, partial last vectors, a residual, and gamma +-4, beta
-// +-2 (no beta, and unit offset, too). Strict 1e-5 max(1, |ref|) against the reference; rows 5 to 29 run as
-// their own problem must give the same bits; asking for the mean (the double sums) must change some bits
-// where these rows take the float sums, and none where they do not. Then rows with NaN or Inf among others,
-// against the reference.
+// (Kernels::ShortFloatRows; over 16 vectors the lanes add in double). 37
+// rows of each row kind in turn: zero mean, offset 1000 and 30000 (spread
+// 1e-3), a third of the elements at the mean, 1536 and its two neighbouring
+// floats, and constant rows (which take the double sums); widths from 1
+// column to 512, partial last vectors, a residual, and gamma +-4, beta +-2
+// (no beta, and unit offset, too). Strict 1e-5 max(1, |ref|) against the
+// reference; rows 5 to 29 run as their own problem must give the same bits;
+// asking for the mean (the double sums) must change some bits where these
+// rows take the float sums, and none where they do not. Then rows with NaN
+// or Inf among others, against the reference.
 TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
   std::vector<std::string> failures;
   Uniform uniform(0x9e3779b97f4a7c15ull);
@@ -450,8 +453,8 @@ TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
     }
   };
   constexpr int64_t kRows = 37;
-  const int64_t float_cols = GetParam() >= CpuIsa::kAvx512 ? 256 : GetParam() == CpuIsa::kAvx2 ? 128 : 0;
-  for (int64_t cols : {1, 7, 16, 33, 100, 128, 129, 200, 256}) {
+  const int64_t float_cols = GetParam() >= CpuIsa::kAvx512 ? 512 : GetParam() == CpuIsa::kAvx2 ? 256 : 0;
+  for (int64_t cols : {1, 7, 16, 33, 100, 128, 129, 200, 256, 257, 300, 511, 512}) {
     for (int variant = 0; variant < 4; ++variant) {
       const bool residual = variant == 1, no_beta = variant == 2, unit_offset = variant == 3;
       CaseSpec spec;
