@@ -523,6 +523,11 @@ struct Kernels {
       s[k] = S::Add(s[k], d);
       q[k] = S::MulAdd(d, d, q[k]);
     }
+    // Only the squares (the sums are then left unused).
+    NORMSERVE_INLINE void AddSquare(int k, F v, F p) {
+      const F d = S::Sub(v, p);
+      q[k] = S::MulAdd(d, d, q[k]);
+    }
     NORMSERVE_INLINE F Sum() const { return S::Add(S::Add(s[0], s[1]), S::Add(s[2], s[3])); }
     NORMSERVE_INLINE F Squares() const { return S::Add(S::Add(q[0], q[1]), S::Add(q[2], q[3])); }
   };
@@ -603,7 +608,10 @@ struct Kernels {
   // the rounding of x - p, 12u for Q), and the same check decides whether
   // the sums are kept: rows that fail it (constant rows, NaN, Inf, a mean far
   // from zero against the spread) take the double CenteredSums from cache
-  // (ShortRowTransform).
+  // (ShortRowTransform). Most rows skip sum(x - p): where |mean| is about
+  // sigma or less (MeanPivotKept), the float mean is close enough to the
+  // mean to stand for it, and Q = sum((x - p)^2) for M2; only the rows that
+  // fail that check add sum(x - p) too, in a second pass from L1.
   static constexpr int64_t kShortFloatVectors = 32;
   static constexpr int64_t kShortFloatLaneVectors = 16;
   static constexpr bool kShortFloatRows = W >= 8;
@@ -628,21 +636,46 @@ struct Kernels {
     return S::Add(S::Add(a[0], a[1]), S::Add(a[2], a[3]));
   }
   // The row's CenteredLanes around p, added up (lanes past the end hold the
-  // pivot, so they add exactly zero).
+  // pivot, so they add exactly zero); without kSum only the squares.
+  template <bool kSum>
   NORMSERVE_INLINE static void ShortRowCentered(const void* values, int64_t i0, int64_t cols, F p, F* sum,
                                                 F* squares) {
     constexpr DType D = DType::kFloat32;
     CenteredLanes lanes;
+    auto add = [&](int k, F v) NORMSERVE_LAMBDA_INLINE {
+      if constexpr (kSum) {
+        lanes.Add(k, v, p);
+      } else {
+        lanes.AddSquare(k, v, p);
+      }
+    };
     int64_t e = 0;
     for (; e + 4 * W <= cols; e += 4 * W) {
-      for (int k = 0; k < 4; ++k) lanes.Add(k, S::template Load<D>(values, i0 + e + k * W), p);
+      for (int k = 0; k < 4; ++k) add(k, S::template Load<D>(values, i0 + e + k * W));
     }
     for (int k = 0; k < 4 && e + k * W < cols; ++k) {
       const int n = ShortLanes(cols, e + k * W);
-      lanes.Add(k, S::SelectFirst(S::template LoadPartial<D>(values, i0 + e + k * W, n), p, n), p);
+      add(k, S::SelectFirst(S::template LoadPartial<D>(values, i0 + e + k * W, n), p, n));
     }
-    *sum = lanes.Sum();
+    if constexpr (kSum) *sum = lanes.Sum();
     *squares = lanes.Squares();
+  }
+  // A short row's lanes added up: rows of more than kShortFloatLaneVectors
+  // vectors add them in double.
+  NORMSERVE_INLINE static double ShortLaneSum(F v, int64_t cols) {
+    if (cols <= kShortFloatLaneVectors * W) return static_cast<double>(S::ReduceAdd(v));
+    typename S::D lo, hi;
+    S::Widen(v, &lo, &hi);
+    return S::DReduceAdd(S::kHasHighHalf ? S::DAdd(lo, hi) : lo);
+  }
+  // Whether a short row's float mean p can stand for its mean, with Q =
+  // sum((x - p)^2) (ShortRowCentered<false>) for its M2: when n p^2 <= Q
+  // (|mean| about sigma or less) and 2^-90 <= Q < inf. The bound is in
+  // docs/cpu-performance.md; NaN fails every comparison.
+  NORMSERVE_INLINE static bool MeanPivotKept(float p, double q, double n) {
+    const double pd = static_cast<double>(p);
+    return q >= static_cast<double>(kFloatSquaresMin) && q <= std::numeric_limits<double>::max() &&
+           n * pd * pd <= q;
   }
   // A short row's transform (as MakeTransformWithRstd makes it) from its
   // float pivot and centered lanes (ShortRowCentered), or from the double
@@ -652,14 +685,7 @@ struct Kernels {
   NORMSERVE_INLINE static GroupTransform ShortRowTransform(const void* values, int64_t i0, int64_t cols,
                                                            float pivot, F sum_part, F square_part,
                                                            double inv_dn, float epsilon) {
-    // Rows of more than kShortFloatLaneVectors vectors add their lanes in double.
-    auto lanes_sum = [&](F v) NORMSERVE_LAMBDA_INLINE {
-      if (cols <= kShortFloatLaneVectors * W) return static_cast<double>(S::ReduceAdd(v));
-      typename S::D lo, hi;
-      S::Widen(v, &lo, &hi);
-      return S::DReduceAdd(S::kHasHighHalf ? S::DAdd(lo, hi) : lo);
-    };
-    ChunkSums c{static_cast<double>(pivot), lanes_sum(sum_part), lanes_sum(square_part)};
+    ChunkSums c{static_cast<double>(pivot), ShortLaneSum(sum_part, cols), ShortLaneSum(square_part, cols)};
     if (__builtin_expect(!FloatSumsKept(c.sum_d, c.sum_d2, static_cast<double>(cols)), 0)) {
       c = CenteredSums<DType::kFloat32, false, false>(values, nullptr, nullptr, i0, cols, nullptr);
     }
@@ -1109,10 +1135,18 @@ struct Kernels {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t i0 = row * cols;
       const float pivot = S::ReduceAdd(ShortRowSum<kResidual>(x, r, h, i0, cols)) * inv_cols;
+      const F pivot_v = S::Set1(pivot);
       F sum_part, square_part;
-      ShortRowCentered(values, i0, cols, S::Set1(pivot), &sum_part, &square_part);
-      const GroupTransform t =
-          ShortRowTransform(values, i0, cols, pivot, sum_part, square_part, inv_dn, epsilon);
+      ShortRowCentered<false>(values, i0, cols, pivot_v, &sum_part, &square_part);
+      const double q = ShortLaneSum(square_part, cols);
+      GroupTransform t;
+      if (__builtin_expect(MeanPivotKept(pivot, q, static_cast<double>(cols)), 1)) {
+        const double var = q * inv_dn;
+        t = MakeTransformWithRstd(pivot, var, RstdOf(var, epsilon), true);
+      } else {
+        ShortRowCentered<true>(values, i0, cols, pivot_v, &sum_part, &square_part);
+        t = ShortRowTransform(values, i0, cols, pivot, sum_part, square_part, inv_dn, epsilon);
+      }
       if (rstd_out != nullptr) rstd_out[row] = t.rstd;
       if (__builtin_expect(RstdBeyondFloat(t), 0)) {
         NormalizeRow<D, D>(values, y, i0, cols, t, prm, stream, nullptr, nullptr);

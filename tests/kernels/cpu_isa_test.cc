@@ -420,10 +420,12 @@ TEST_P(CpuIsaTest, Float32StatisticsInFloatStayWithinBound) {
 // Short FLOAT32 LayerNorm rows with the float statistics (at most 32
 // vectors a row: 512 columns with AVX-512, 256 with AVX2; the scalar path
 // keeps the double sums) sum around their float mean
-// (Kernels::ShortFloatRows; over 16 vectors the lanes add in double). 37
-// rows of each row kind in turn: zero mean, offset 1000 and 30000 (spread
-// 1e-3), a third of the elements at the mean, 1536 and its two neighbouring
-// floats, and constant rows (which take the double sums); widths from 1
+// (Kernels::ShortFloatRows; over 16 vectors the lanes add in double), which
+// stands for the mean where it is within about sigma of zero. 37 rows of each
+// row kind in turn: zero mean, offset 1000 and 30000 (spread 1e-3), a third
+// of the elements at the mean, 1536 and its two neighbouring floats,
+// constant rows (which take the double sums), means just under and just
+// over sigma (spread 1); widths from 1
 // column to 512, partial last vectors, a residual, and gamma +-4, beta +-2
 // (no beta, and unit offset, too). Strict 1e-5 max(1, |ref|) against the
 // reference; rows 5 to 29 run as their own problem must give the same bits;
@@ -435,7 +437,7 @@ TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
   Uniform uniform(0x9e3779b97f4a7c15ull);
   auto value = [&](int64_t row, int64_t col) {
     const double u = uniform();
-    switch (row % 6) {
+    switch (row % 8) {
       case 0:
         return u;
       case 1:
@@ -448,8 +450,15 @@ TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
       }
       case 4:  // 1536 and its neighbours, 1 ulp apart: a spread of 1e-7 of the mean
         return 1536.0 + 0x1p-13 * static_cast<double>((col * 7) % 3 - 1);
-      default:
+      case 5:
         return 3.0;
+      // Means either side of sigma (sigma of u about 0.577): where the float mean
+      // stops standing for the mean (Kernels::MeanPivotKept) and the sums around it
+      // take over.
+      case 6:
+        return 0.55 + u;
+      default:
+        return 0.61 + u;
     }
   };
   constexpr int64_t kRows = 37;
