@@ -523,7 +523,8 @@ struct Kernels {
       s[k] = S::Add(s[k], d);
       q[k] = S::MulAdd(d, d, q[k]);
     }
-    // Only the squares (the sums are then left unused).
+    // Only the sums, or only the squares (the other half is then left unused).
+    NORMSERVE_INLINE void AddSum(int k, F v, F p) { s[k] = S::Add(s[k], S::Sub(v, p)); }
     NORMSERVE_INLINE void AddSquare(int k, F v, F p) {
       const F d = S::Sub(v, p);
       q[k] = S::MulAdd(d, d, q[k]);
@@ -611,7 +612,7 @@ struct Kernels {
   // (ShortRowTransform). Most rows skip sum(x - p): where |mean| is about
   // sigma or less (MeanPivotKept), the float mean is close enough to the
   // mean to stand for it, and Q = sum((x - p)^2) for M2; only the rows that
-  // fail that check add sum(x - p) too, in a second pass from L1.
+  // fail that check add sum(x - p), in a second pass from L1.
   static constexpr int64_t kShortFloatVectors = 32;
   static constexpr int64_t kShortFloatLaneVectors = 16;
   static constexpr bool kShortFloatRows = W >= 8;
@@ -635,18 +636,18 @@ struct Kernels {
     }
     return S::Add(S::Add(a[0], a[1]), S::Add(a[2], a[3]));
   }
-  // The row's CenteredLanes around p, added up (lanes past the end hold the
-  // pivot, so they add exactly zero); without kSum only the squares.
-  template <bool kSum>
-  NORMSERVE_INLINE static void ShortRowCentered(const void* values, int64_t i0, int64_t cols, F p, F* sum,
-                                                F* squares) {
+  // The row's sum((x - p)^2) lanes (kSquares) or sum(x - p) lanes, from
+  // CenteredLanes added up (lanes past the end hold the pivot, so they add
+  // exactly zero).
+  template <bool kSquares>
+  NORMSERVE_INLINE static F ShortRowCentered(const void* values, int64_t i0, int64_t cols, F p) {
     constexpr DType D = DType::kFloat32;
     CenteredLanes lanes;
     auto add = [&](int k, F v) NORMSERVE_LAMBDA_INLINE {
-      if constexpr (kSum) {
-        lanes.Add(k, v, p);
-      } else {
+      if constexpr (kSquares) {
         lanes.AddSquare(k, v, p);
+      } else {
+        lanes.AddSum(k, v, p);
       }
     };
     int64_t e = 0;
@@ -657,8 +658,8 @@ struct Kernels {
       const int n = ShortLanes(cols, e + k * W);
       add(k, S::SelectFirst(S::template LoadPartial<D>(values, i0 + e + k * W, n), p, n));
     }
-    if constexpr (kSum) *sum = lanes.Sum();
-    *squares = lanes.Squares();
+    if constexpr (kSquares) return lanes.Squares();
+    return lanes.Sum();
   }
   // A short row's lanes added up: rows of more than kShortFloatLaneVectors
   // vectors add them in double.
@@ -669,7 +670,7 @@ struct Kernels {
     return S::DReduceAdd(S::kHasHighHalf ? S::DAdd(lo, hi) : lo);
   }
   // Whether a short row's float mean p can stand for its mean, with Q =
-  // sum((x - p)^2) (ShortRowCentered<false>) for its M2: when n p^2 <= Q
+  // sum((x - p)^2) (ShortRowCentered<true>) for its M2: when n p^2 <= Q
   // (|mean| about sigma or less) and 2^-90 <= Q < inf. The bound is in
   // docs/cpu-performance.md; NaN fails every comparison.
   NORMSERVE_INLINE static bool MeanPivotKept(float p, double q, double n) {
@@ -678,14 +679,15 @@ struct Kernels {
            n * pd * pd <= q;
   }
   // A short row's transform (as MakeTransformWithRstd makes it) from its
-  // float pivot and centered lanes (ShortRowCentered), or from the double
+  // float pivot, its sum(x - p) lanes (ShortRowCentered<false>) and its
+  // sum((x - p)^2) (ShortRowCentered<true>, added up), or from the double
   // CenteredSums, from cache, where FloatSumsKept rejects those. In double:
   // ChunkMoments' mean and M2, with the division by the row length a
   // multiply by its inverse.
   NORMSERVE_INLINE static GroupTransform ShortRowTransform(const void* values, int64_t i0, int64_t cols,
-                                                           float pivot, F sum_part, F square_part,
+                                                           float pivot, F sum_part, double sum_d2,
                                                            double inv_dn, float epsilon) {
-    ChunkSums c{static_cast<double>(pivot), ShortLaneSum(sum_part, cols), ShortLaneSum(square_part, cols)};
+    ChunkSums c{static_cast<double>(pivot), ShortLaneSum(sum_part, cols), sum_d2};
     if (__builtin_expect(!FloatSumsKept(c.sum_d, c.sum_d2, static_cast<double>(cols)), 0)) {
       c = CenteredSums<DType::kFloat32, false, false>(values, nullptr, nullptr, i0, cols, nullptr);
     }
@@ -1136,16 +1138,14 @@ struct Kernels {
       const int64_t i0 = row * cols;
       const float pivot = S::ReduceAdd(ShortRowSum<kResidual>(x, r, h, i0, cols)) * inv_cols;
       const F pivot_v = S::Set1(pivot);
-      F sum_part, square_part;
-      ShortRowCentered<false>(values, i0, cols, pivot_v, &sum_part, &square_part);
-      const double q = ShortLaneSum(square_part, cols);
+      const double q = ShortLaneSum(ShortRowCentered<true>(values, i0, cols, pivot_v), cols);
       GroupTransform t;
       if (__builtin_expect(MeanPivotKept(pivot, q, static_cast<double>(cols)), 1)) {
         const double var = q * inv_dn;
         t = MakeTransformWithRstd(pivot, var, RstdOf(var, epsilon), true);
       } else {
-        ShortRowCentered<true>(values, i0, cols, pivot_v, &sum_part, &square_part);
-        t = ShortRowTransform(values, i0, cols, pivot, sum_part, square_part, inv_dn, epsilon);
+        const F sum_part = ShortRowCentered<false>(values, i0, cols, pivot_v);
+        t = ShortRowTransform(values, i0, cols, pivot, sum_part, q, inv_dn, epsilon);
       }
       if (rstd_out != nullptr) rstd_out[row] = t.rstd;
       if (__builtin_expect(RstdBeyondFloat(t), 0)) {
