@@ -132,11 +132,17 @@ constexpr int64_t kMinBytesPerPart = int64_t{64} << 10;
 constexpr int kPartsPerThread = 4;
 
 // Outputs of a Run() above this size may be written with non-temporal stores
-// (CpuStores): they are far larger than the L2 caches, so caching them costs
-// a read of every output line first (and evicts the inputs of the next rows).
-// Whether that read costs more than the stores' back-pressure on the kernel
-// depends on the arithmetic per byte: kAuto streams FLOAT32 outputs only.
+// (StreamsOutput): they are far larger than the L2 caches, so caching them
+// costs a read of every output line first (and evicts the inputs of the next
+// rows). Whether that read costs more than the stores' back-pressure on the
+// kernel depends on the arithmetic per byte and on the length of the runs
+// stored between two reductions: kAuto streams FLOAT32 outputs in runs of at
+// least kStreamRunBytes. Out of cache, 128 MiB in, FLOAT32 LayerNorm with
+// gamma and beta on one thread took 29.4 ms streaming against 15.7 cached
+// at 64 columns, 19.1 against 14.6 at 256, and 16.7 against 18.3 at 512
+// (docs/cpu-performance.md, eleventh session).
 constexpr int64_t kStreamOutputBytes = int64_t{16} << 20;
+constexpr int64_t kStreamRunBytes = int64_t{2} << 10;
 
 // Non-temporal stores are weakly ordered; this makes them visible before a
 // part reports completion to the thread that waits for it.
@@ -260,6 +266,18 @@ void ForEachPieceOfPart(const std::vector<WorkItem>& items, int64_t total, int p
 }
 
 }  // namespace
+
+bool StreamsOutput(CpuStores stores, const NormProblem& p, int64_t run_output_bytes) {
+  if (run_output_bytes < kStreamOutputBytes || stores == CpuStores::kCached) return false;
+  if (stores == CpuStores::kStreaming) return true;
+  if (p.output_dtype != DType::kFloat32) return false;
+  // The elements each output loop writes in one go (norm_kernels_impl.h):
+  // a row, a group, or for BatchNorm a [C, S] row of short channel runs
+  // (BatchElements) and a channel segment otherwise.
+  const ProblemGeometry g = ComputeGeometry(p);
+  const int64_t run = p.kind == NormKind::kBatchNorm && g.spatial > cpu::kShortSpatial ? g.spatial : g.cols;
+  return run * static_cast<int64_t>(DTypeSize(DType::kFloat32)) >= kStreamRunBytes;
+}
 
 struct CpuBackend::Impl {
   explicit Impl(const CpuBackendOptions& options)
@@ -442,12 +460,8 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
     output_bytes +=
         problems[i].input.NumElements() * static_cast<int64_t>(DTypeSize(problems[i].output_dtype));
   }
-  if (output_bytes >= kStreamOutputBytes) {
-    for (cpu::PreparedProblem& pp : prepared) {
-      pp.stream_output = impl_->stores == CpuStores::kStreaming ||
-                         (impl_->stores == CpuStores::kAuto && pp.problem->output_dtype == DType::kFloat32);
-    }
-  }
+  for (cpu::PreparedProblem& pp : prepared)
+    pp.stream_output = StreamsOutput(impl_->stores, *pp.problem, output_bytes);
 
   items.assign(count, WorkItem{});
   int64_t cost = 0;

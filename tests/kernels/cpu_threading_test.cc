@@ -203,9 +203,10 @@ TEST(CpuThreading, ConcurrentRunsFromManyThreads) {
 }
 
 // Outputs of 16 MiB and more may be written with non-temporal stores (every
-// dtype with CpuStores::kStreaming, FLOAT32 with kAuto); rows with an odd
-// length start at every alignment. Every store mode gives the same bits.
-// Short FLOAT32 rows (256 and 255 columns: Kernels::ShortFloatRows) too.
+// dtype with CpuStores::kStreaming, FLOAT32 rows of 512 columns and more with
+// kAuto); rows with an odd length start at every alignment. Every store mode
+// gives the same bits. Short FLOAT32 rows (256 and 255 columns:
+// Kernels::ShortFloatRows) too.
 TEST(CpuThreading, StreamedOutputsMatchReferenceAndRowsAlone) {
   struct Shape {
     DType dtype;
@@ -254,6 +255,52 @@ TEST(CpuThreading, StoreModeNamesAndEnvironment) {
   ASSERT_EQ(setenv("NORMSERVE_CPU_STORES", "nontemporal", 1), 0);
   EXPECT_EQ(CpuBackend(Threads(1)).stores(), CpuStores::kAuto);
   ASSERT_EQ(unsetenv("NORMSERVE_CPU_STORES"), 0);
+}
+
+// kAuto streams FLOAT32 outputs written in runs of 2 KiB or more, and only
+// in Run() calls with 16 MiB of output or more.
+TEST(CpuThreading, AutoStreamsLongFloat32RunsOnly) {
+  const int64_t large = int64_t{16} << 20;
+  auto problem = [](NormKind kind, DType out, std::vector<int64_t> shape, int groups = 1) {
+    NormProblem p;
+    p.kind = kind;
+    p.input.dtype = out;
+    p.input.shape = std::move(shape);
+    p.output_dtype = out;
+    p.num_groups = groups;
+    return p;
+  };
+  struct Case {
+    NormProblem p;
+    bool streams;
+  };
+  const Case cases[] = {
+      {problem(NormKind::kLayerNorm, DType::kFloat32, {65536, 512}), true},
+      {problem(NormKind::kLayerNorm, DType::kFloat32, {65537, 511}), false},
+      {problem(NormKind::kRmsNorm, DType::kFloat32, {262144, 128}), false},
+      {problem(NormKind::kRmsNorm, DType::kFloat32, {4096, 4096}), true},
+      {problem(NormKind::kLayerNorm, DType::kBFloat16, {4096, 4096}), false},
+      {problem(NormKind::kLayerNorm, DType::kFloat16, {4096, 4096}), false},
+      // GroupNorm: groups of 16 and of 2048 elements.
+      {problem(NormKind::kGroupNorm, DType::kFloat32, {2048, 1024, 16}, 1024), false},
+      {problem(NormKind::kGroupNorm, DType::kFloat32, {2048, 1024, 16}, 8), true},
+      {problem(NormKind::kInstanceNorm, DType::kFloat32, {64, 64, 100}), false},
+      {problem(NormKind::kInstanceNorm, DType::kFloat32, {64, 64, 4096}), true},
+      // BatchNorm: short channel runs go along [C, S] rows, longer ones by segment.
+      {problem(NormKind::kBatchNorm, DType::kFloat32, {32768, 1024}), true},
+      {problem(NormKind::kBatchNorm, DType::kFloat32, {32768, 64, 4}), false},
+      {problem(NormKind::kBatchNorm, DType::kFloat32, {2048, 64, 512}), true},
+      {problem(NormKind::kBatchNorm, DType::kFloat32, {2048, 64, 500}), false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(NormKindName(c.p.kind)) + " " + std::string(DTypeName(c.p.output_dtype)) + " " +
+                 ShapeString(c.p.input.shape));
+    EXPECT_EQ(StreamsOutput(CpuStores::kAuto, c.p, large), c.streams);
+    EXPECT_FALSE(StreamsOutput(CpuStores::kAuto, c.p, large - 1));
+    EXPECT_TRUE(StreamsOutput(CpuStores::kStreaming, c.p, large));
+    EXPECT_FALSE(StreamsOutput(CpuStores::kStreaming, c.p, large - 1));
+    EXPECT_FALSE(StreamsOutput(CpuStores::kCached, c.p, large));
+  }
 }
 
 // A tiny request and an empty batch run without touching the pool.

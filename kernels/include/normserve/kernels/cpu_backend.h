@@ -26,14 +26,23 @@ CpuIsa DetectCpuIsa();
 
 // How the outputs of large Run() calls (16 MiB and more) are written.
 // kStreaming: non-temporal stores, which skip the read of each output line
-// that a cached store makes first. kCached: ordinary stores. kAuto:
-// streaming for FLOAT32 outputs, cached for FLOAT16 / BFLOAT16 outputs, whose
-// kernels do more arithmetic per byte; non-temporal stores held those back
-// on the machine this was measured on (docs/cpu-performance.md).
+// that a cached store makes first. kCached: ordinary stores. kAuto: see
+// StreamsOutput.
 enum class CpuStores : int { kAuto = 0, kCached = 1, kStreaming = 2 };
 
 std::string_view CpuStoresName(CpuStores stores);  // "auto", "cached", "streaming"
 bool ParseCpuStores(std::string_view name, CpuStores* out);
+
+// Whether a Run() whose outputs total `run_output_bytes` writes problem p's
+// output with non-temporal stores. Never below 16 MiB; above it, always with
+// kStreaming, never with kCached, and with kAuto for FLOAT32 outputs written
+// in runs of at least 2 KiB (a LayerNorm/RMSNorm row, a GroupNorm/InstanceNorm
+// group, a BatchNorm channel segment, or a [C, S] row where S <= 16).
+// FLOAT16 / BFLOAT16 kernels do more arithmetic per byte, and so do short
+// runs, where each run's reductions sit between two bursts of stores; on the
+// machine this was measured on, non-temporal stores held both back more than
+// the saved reads gave (docs/cpu-performance.md). The bits are the same either way.
+bool StreamsOutput(CpuStores stores, const NormProblem& p, int64_t run_output_bytes);
 
 struct CpuBackendOptions {
   // Worker threads, including the calling thread. 0: the cores available to the process.
