@@ -155,13 +155,17 @@ inline void FenceStreamingStores() {
 // PreparedProblem::float_stats. The parameters must be one row's worth, so
 // that the choice (and so the bits of a row) depends on no other row's
 // parameters; with unit_offset, |1 + gamma| <= 2^k holds where |gamma| <=
-// 2^k - 1, so gamma is held to 2^(k-1) there.
+// 2^k - 1, so gamma is held to 2^(k-1) there. RMSNorm's error is relative
+// to the term (x * rstd) * gamma, so gamma is not bounded there.
 bool FloatStatsAllowed(const NormProblem& p, const ProblemGeometry& g, const cpu::KernelTable& table) {
-  if (p.kind != NormKind::kLayerNorm || p.input.dtype != DType::kFloat32 ||
+  const bool rms = p.kind == NormKind::kRmsNorm;
+  if ((p.kind != NormKind::kLayerNorm && !rms) || p.input.dtype != DType::kFloat32 ||
       p.output_dtype != DType::kFloat32 || p.out.mean != nullptr) {
     return false;
   }
-  if (p.gamma.present()) {
+  if (p.gamma.present() && rms) {
+    if (p.gamma.NumElements() != g.cols) return false;
+  } else if (p.gamma.present()) {
     const int log2 = p.unit_offset ? cpu::kFloatStatsGammaLog2 - 1 : cpu::kFloatStatsGammaLog2;
     if (p.gamma.NumElements() != g.cols ||
         table.any_magnitude_above(p.gamma.data, p.gamma.dtype, g.cols, log2)) {

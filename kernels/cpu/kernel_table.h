@@ -79,7 +79,8 @@ struct PreparedProblem {
   // FLOAT32 LayerNorm whose statistics may be summed in float
   // (Kernels::FloatCenteredSums): FLOAT32 output, no mean requested, and
   // gamma / beta absent or one row's worth (not adaptive) within
-  // 2^kFloatStatsGammaLog2 / 2^kFloatStatsBetaLog2.
+  // 2^kFloatStatsGammaLog2 / 2^kFloatStatsBetaLog2. FLOAT32 RMSNorm the same,
+  // with gamma unbounded: its short rows go through Kernels::ShortFloatRows.
   bool float_stats = false;
   // Write the output with non-temporal stores: set for outputs much larger
   // than the caches, which would otherwise be read before being overwritten.

@@ -1098,7 +1098,14 @@ struct Kernels {
   // row instead cost 10-12% (driver, in cache, 128 columns 28.4 -> 31.7 ns a
   // row, 512 columns 77 -> 85). Rows whose rstd is beyond float
   // (RstdBeyondFloat) go through NormalizeRow.
-  template <bool kResidual, bool kHasBeta>
+  // RMSNorm rows (kRms, eleventh session) take the same row loop with one
+  // statistics pass: sum(x^2) in the four float accumulators of
+  // ShortRowCentered (pivot 0), added up by ShortLaneSum: at most 14
+  // roundings a term and no cancellation, so within 14u (SquaresPass allows
+  // 2^-19). Sums that are not a normal float above 2^-90 (NaN, Inf, overflow,
+  // underflow) are taken again by RunSumSquares, from cache. The output pass
+  // is NormalizeRow's arithmetic with pivot and correction 0.
+  template <bool kRms, bool kResidual, bool kHasBeta>
   static void ShortFloatRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
     constexpr DType D = DType::kFloat32;
     const NormProblem& p = *pp.problem;
@@ -1136,16 +1143,29 @@ struct Kernels {
     prm.unit_offset = p.unit_offset;
     for (int64_t row = begin; row < end; ++row) {
       const int64_t i0 = row * cols;
-      const float pivot = S::ReduceAdd(ShortRowSum<kResidual>(x, r, h, i0, cols)) * inv_cols;
-      const F pivot_v = S::Set1(pivot);
-      const double q = ShortLaneSum(ShortRowCentered<true>(values, i0, cols, pivot_v), cols);
       GroupTransform t;
-      if (__builtin_expect(MeanPivotKept(pivot, q, static_cast<double>(cols)), 1)) {
-        const double var = q * inv_dn;
-        t = MakeTransformWithRstd(pivot, var, RstdOf(var, epsilon), true);
+      if constexpr (kRms) {
+        // With a residual, h = x + r is written first (the sum is not used).
+        if constexpr (kResidual) ShortRowSum<true>(x, r, h, i0, cols);
+        double q = ShortLaneSum(ShortRowCentered<true>(values, i0, cols, S::Zero()), cols);
+        if (__builtin_expect(
+                !(q >= static_cast<double>(kFloatSquaresMin) && q <= std::numeric_limits<float>::max()), 0)) {
+          q = RunSumSquares<D, false>(values, nullptr, nullptr, i0, cols);
+        }
+        const double ms = q * inv_dn;
+        const bool finite = std::isfinite(q);
+        t = MakeTransformWithRstd(0.0, ms, finite ? RstdOf(ms, epsilon) : 0.0, finite);
       } else {
-        const F sum_part = ShortRowCentered<false>(values, i0, cols, pivot_v);
-        t = ShortRowTransform(values, i0, cols, pivot, sum_part, q, inv_dn, epsilon);
+        const float pivot = S::ReduceAdd(ShortRowSum<kResidual>(x, r, h, i0, cols)) * inv_cols;
+        const F pivot_v = S::Set1(pivot);
+        const double q = ShortLaneSum(ShortRowCentered<true>(values, i0, cols, pivot_v), cols);
+        if (__builtin_expect(MeanPivotKept(pivot, q, static_cast<double>(cols)), 1)) {
+          const double var = q * inv_dn;
+          t = MakeTransformWithRstd(pivot, var, RstdOf(var, epsilon), true);
+        } else {
+          const F sum_part = ShortRowCentered<false>(values, i0, cols, pivot_v);
+          t = ShortRowTransform(values, i0, cols, pivot, sum_part, q, inv_dn, epsilon);
+        }
       }
       if (rstd_out != nullptr) rstd_out[row] = t.rstd;
       if (__builtin_expect(RstdBeyondFloat(t), 0)) {
@@ -1166,10 +1186,10 @@ struct Kernels {
   static void LayerRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
     const NormProblem& p = *pp.problem;
     const int64_t cols = pp.unit_length;
-    if constexpr (kShortFloatRows && DIn == DType::kFloat32 && DOut == DType::kFloat32 && !kRms) {
+    if constexpr (kShortFloatRows && DIn == DType::kFloat32 && DOut == DType::kFloat32) {
       if (pp.float_stats && cols <= kShortFloatVectors * W) {
-        return p.beta.present() ? ShortFloatRows<kResidual, true>(pp, begin, end)
-                                : ShortFloatRows<kResidual, false>(pp, begin, end);
+        return p.beta.present() ? ShortFloatRows<kRms, kResidual, true>(pp, begin, end)
+                                : ShortFloatRows<kRms, kResidual, false>(pp, begin, end);
       }
     }
     const void* x = p.input.data;

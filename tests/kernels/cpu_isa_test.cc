@@ -432,6 +432,32 @@ TEST_P(CpuIsaTest, Float32StatisticsInFloatStayWithinBound) {
 // asking for the mean (the double sums) must change some bits where these
 // rows take the float sums, and none where they do not. Then rows with NaN
 // or Inf among others, against the reference.
+// Runs FLOAT32 row case c (at least 30 rows) whole and rows 5 to 29 of it
+// alone: those rows must have the same bits either way.
+std::vector<std::string> RowsAloneFailures(CpuBackend& backend, ProblemCase& c) {
+  const int64_t cols = c.input.shape[1];
+  ProblemCase part = c;
+  constexpr int64_t kFirst = 5, kLast = 30;
+  part.input.shape = {kLast - kFirst, cols};
+  auto keep_rows = [&](std::vector<uint8_t>& bytes) {
+    bytes.assign(bytes.begin() + kFirst * cols * 4, bytes.begin() + kLast * cols * 4);
+  };
+  keep_rows(part.input.bytes);
+  if (c.residual.present) {
+    part.residual.shape = part.input.shape;
+    keep_rows(part.residual.bytes);
+  }
+  part.ResetOutputs();
+  NormProblem whole_problem = c.Problem();
+  NormProblem part_problem = part.Problem();
+  if (!backend.Run(&whole_problem, 1).ok() || !backend.Run(&part_problem, 1).ok())
+    return {c.name + ": Run failed"};
+  if (!std::equal(part.output.begin(), part.output.end(), c.output.begin() + kFirst * cols * 4)) {
+    return {c.name + ": rows 5 to 29 alone differ from the same rows in the batch"};
+  }
+  return {};
+}
+
 TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
   std::vector<std::string> failures;
   Uniform uniform(0x9e3779b97f4a7c15ull);
@@ -498,25 +524,7 @@ TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
       }
       for (std::string& f : StrictFloatFailures(*backend_, c)) failures.push_back(std::move(f));
 
-      ProblemCase part = c;
-      constexpr int64_t kFirst = 5, kLast = 30;
-      part.input.shape = {kLast - kFirst, cols};
-      auto keep_rows = [&](std::vector<uint8_t>& bytes) {
-        bytes.assign(bytes.begin() + kFirst * cols * 4, bytes.begin() + kLast * cols * 4);
-      };
-      keep_rows(part.input.bytes);
-      if (residual) {
-        part.residual.shape = part.input.shape;
-        keep_rows(part.residual.bytes);
-      }
-      part.ResetOutputs();
-      NormProblem whole_problem = c.Problem();
-      NormProblem part_problem = part.Problem();
-      ASSERT_TRUE(backend_->Run(&whole_problem, 1).ok()) << c.name;
-      ASSERT_TRUE(backend_->Run(&part_problem, 1).ok()) << c.name;
-      if (!std::equal(part.output.begin(), part.output.end(), c.output.begin() + kFirst * cols * 4)) {
-        failures.push_back(c.name + ": rows 5 to 29 alone differ from the same rows in the batch");
-      }
+      for (std::string& f : RowsAloneFailures(*backend_, c)) failures.push_back(std::move(f));
 
       ProblemCase with_mean = c;
       with_mean.return_stats = true;
@@ -534,6 +542,90 @@ TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
   for (int64_t cols : {100, 128}) {
     ProblemCase c = AffineCase(NormKind::kLayerNorm, DType::kFloat32, DType::kFloat32, {kRows, cols}, 84);
     c.name = "LayerNorm FLOAT32 with NaN and Inf rows, " + std::to_string(cols) + " columns";
+    c.input.Set(3 * cols + 17, std::numeric_limits<float>::quiet_NaN());
+    c.input.Set(20 * cols + cols - 1, std::numeric_limits<float>::infinity());
+    c.input.Set(36 * cols, -std::numeric_limits<float>::infinity());
+    for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+  }
+  ExpectNoFailures(failures);
+}
+
+// Short FLOAT32 RMSNorm rows sum their squares in float (Kernels::
+// ShortFloatRows with kRms), with gamma unbounded and |beta| <= 2: rows of
+// every magnitude, among them squares that overflow float (1e20) or fall
+// below 2^-90 (1e-25, with epsilon 0 so that they decide rstd), which must
+// take RunSumSquares; strictly against the reference, rows 5 to 29 alone
+// giving the same bits, rstd against the reference, NaN and Inf rows.
+TEST_P(CpuIsaTest, ShortFloat32RmsRowsInFloatStayWithinBound) {
+  std::vector<std::string> failures;
+  Uniform uniform(0x2545f4914f6cdd1dull);
+  auto value = [&](int64_t row, int64_t col) {
+    const double u = uniform();
+    switch (row % 6) {
+      case 0:
+        return u;
+      case 1:
+        return 1000.0 + u;
+      case 2:
+        return 1e20 * u;
+      case 3:
+        return 1e-25 * u;
+      case 4:  // mostly zeros
+        return col % 5 == 0 ? 3.0 + u : 0.0;
+      default:
+        return 30000.0 + 1e-3 * u;
+    }
+  };
+  constexpr int64_t kRows = 37;
+  for (float epsilon : {1e-5f, 0.0f}) {
+    for (int64_t cols : {1, 7, 16, 33, 100, 128, 129, 200, 256, 257, 300, 511, 512}) {
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool residual = variant == 1, no_beta = variant == 2, unit_offset = variant == 3;
+        CaseSpec spec;
+        spec.kind = NormKind::kRmsNorm;
+        spec.dtype = DType::kFloat32;
+        spec.params = no_beta ? testing::ParamMode::kGammaOnly : testing::ParamMode::kAffine;
+        spec.unit_offset = unit_offset;
+        spec.output_dtype = DType::kFloat32;
+        spec.residual = residual;
+        spec.epsilon = epsilon;
+        spec.shape = {kRows, cols};
+        ProblemCase c = testing::MakeRandomCase(spec, 85);
+        c.name = "RMSNorm FLOAT32, " + std::to_string(cols) + " columns, epsilon " + std::to_string(epsilon) +
+                 (residual ? ", residual" : "") + (no_beta ? ", no beta" : "") +
+                 (unit_offset ? ", unit offset" : "");
+        for (int64_t row = 0; row < kRows; ++row) {
+          for (int64_t col = 0; col < cols; ++col) {
+            const int64_t i = row * cols + col;
+            const float v = static_cast<float>(value(row, col));
+            if (residual) {
+              // Halves, added back exactly.
+              c.input.Set(i, v * 0.5f);
+              c.residual.Set(i, v * 0.5f);
+            } else {
+              c.input.Set(i, v);
+            }
+          }
+        }
+        for (int64_t col = 0; col < cols; ++col) {
+          c.gamma.Set(col, col % 2 == 0 ? 100.0f : -100.0f);
+          if (!no_beta) c.beta.Set(col, col % 4 < 2 ? -2.0f : 2.0f);
+        }
+        for (std::string& f : StrictFloatFailures(*backend_, c)) failures.push_back(std::move(f));
+
+        for (std::string& f : RowsAloneFailures(*backend_, c)) failures.push_back(std::move(f));
+
+        ProblemCase with_rstd = c;
+        with_rstd.return_stats = true;
+        with_rstd.ResetOutputs();
+        for (std::string& f : testing::CompareToReference(*backend_, with_rstd))
+          failures.push_back(std::move(f));
+      }
+    }
+  }
+  for (int64_t cols : {100, 128}) {
+    ProblemCase c = AffineCase(NormKind::kRmsNorm, DType::kFloat32, DType::kFloat32, {kRows, cols}, 86);
+    c.name = "RMSNorm FLOAT32 with NaN and Inf rows, " + std::to_string(cols) + " columns";
     c.input.Set(3 * cols + 17, std::numeric_limits<float>::quiet_NaN());
     c.input.Set(20 * cols + cols - 1, std::numeric_limits<float>::infinity());
     c.input.Set(36 * cols, -std::numeric_limits<float>::infinity());
