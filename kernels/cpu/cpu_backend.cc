@@ -156,9 +156,17 @@ inline void FenceStreamingStores() {
 // that the choice (and so the bits of a row) depends on no other row's
 // parameters; with unit_offset, |1 + gamma| <= 2^k holds where |gamma| <=
 // 2^k - 1, so gamma is held to 2^(k-1) there. RMSNorm's error is relative
-// to the term (x * rstd) * gamma, so gamma is not bounded there.
+// to the term (x * rstd) * gamma, so gamma is not bounded there; FLOAT16 /
+// BFLOAT16 RMSNorm with its output in the input's dtype (Kernels::
+// ShortHalfRmsRows) keeps the output pass's double fallback, so beta is
+// not bounded there either.
 bool FloatStatsAllowed(const NormProblem& p, const ProblemGeometry& g, const cpu::KernelTable& table) {
   const bool rms = p.kind == NormKind::kRmsNorm;
+  const bool half_rms = rms && p.input.dtype != DType::kFloat32 && p.output_dtype == p.input.dtype;
+  if (half_rms) {
+    return (!p.gamma.present() || p.gamma.NumElements() == g.cols) &&
+           (!p.beta.present() || p.beta.NumElements() == g.cols);
+  }
   if ((p.kind != NormKind::kLayerNorm && !rms) || p.input.dtype != DType::kFloat32 ||
       p.output_dtype != DType::kFloat32 || p.out.mean != nullptr) {
     return false;
@@ -365,7 +373,7 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
     pp.geometry = ComputeGeometry(p);
     const ProblemGeometry& g = pp.geometry;
     pp.float_stats = FloatStatsAllowed(p, g, impl_->table);
-    // float_stats bounds |beta| by 2 already.
+    // float_stats bounds |beta| by 2 already where the output is FLOAT32.
     if (p.output_dtype == DType::kFloat32 && p.beta.present() && !pp.float_stats) {
       pp.float_beta_large =
           impl_->table.any_magnitude_above(p.beta.data, p.beta.dtype, p.beta.NumElements(), 3);

@@ -341,10 +341,16 @@ struct Kernels {
   // FloatSquaresUsable rejects is summed again in double; that is also the
   // path of all-zero blocks. Writing h twice writes the same values.
   template <DType D, bool kResidual>
-  static double SquaresPass(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+  // With `wide`, every block is summed in double (FLOAT32 outputs where beta
+  // may cancel: RunSumSquares).
+  static double SquaresPass(const void* x, const void* r, void* h, int64_t i0, int64_t n, bool wide) {
     double total = 0;
     for (int64_t b0 = 0; b0 < n; b0 += kSquaresBlock) {
       const int64_t len = std::min(kSquaresBlock, n - b0);
+      if (wide) {
+        total += SquaresBlockWide<D, kResidual>(x, r, h, i0 + b0, len);
+        continue;
+      }
       const float block = SquaresBlock<D, kResidual>(x, r, h, i0 + b0, len);
       total += FloatSquaresUsable(block) ? static_cast<double>(block)
                                          : SquaresBlockWide<D, kResidual>(x, r, h, i0 + b0, len);
@@ -669,6 +675,37 @@ struct Kernels {
     S::Widen(v, &lo, &hi);
     return S::DReduceAdd(S::kHasHighHalf ? S::DAdd(lo, hi) : lo);
   }
+  // A short RMSNorm row's transform: sum(x^2) in four float accumulators
+  // (as ShortRowCentered with pivot 0; with a residual, h = x + r is written
+  // on the way and its values rounded to D are squared), added up by
+  // ShortLaneSum: at most 14 roundings a term and no cancellation, so within
+  // 14u. A sum that is not a normal float above 2^-90 (NaN, Inf, overflow,
+  // underflow) is taken again by RunSumSquares, from cache.
+  template <DType D, bool kResidual>
+  NORMSERVE_INLINE static GroupTransform ShortRmsTransform(const void* x, const void* r, void* h, int64_t i0,
+                                                           int64_t cols, double inv_dn, float epsilon) {
+    F a[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()};
+    int64_t e = 0;
+    for (; e + 4 * W <= cols; e += 4 * W) {
+      for (int k = 0; k < 4; ++k) {
+        const F v = LoadInput<D, kResidual>(x, r, h, i0 + e + k * W);
+        a[k] = S::MulAdd(v, v, a[k]);
+      }
+    }
+    for (int k = 0; k < 4 && e + k * W < cols; ++k) {
+      const F v = LoadInputPartial<D, kResidual>(x, r, h, i0 + e + k * W, ShortLanes(cols, e + k * W));
+      a[k] = S::MulAdd(v, v, a[k]);
+    }
+    double q = ShortLaneSum(S::Add(S::Add(a[0], a[1]), S::Add(a[2], a[3])), cols);
+    if (__builtin_expect(
+            !(q >= static_cast<double>(kFloatSquaresMin) && q <= std::numeric_limits<float>::max()), 0)) {
+      const void* values = kResidual ? static_cast<const void*>(h) : x;
+      q = RunSumSquares<D, false>(values, nullptr, nullptr, i0, cols);
+    }
+    const double ms = q * inv_dn;
+    const bool finite = std::isfinite(q);
+    return MakeTransformWithRstd(0.0, ms, finite ? RstdOf(ms, epsilon) : 0.0, finite);
+  }
   // Whether a short row's float mean p can stand for its mean, with Q =
   // sum((x - p)^2) (ShortRowCentered<true>) for its M2: when n p^2 <= Q
   // (|mean| about sigma or less) and 2^-90 <= Q < inf. The bound is in
@@ -741,10 +778,17 @@ struct Kernels {
 
   // Sum of squares of x[i0, i0 + n) (or of h), chunk by chunk.
   template <DType D, bool kResidual>
-  static double RunSumSquares(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+  // `wide` (PreparedProblem::float_beta_large): a FLOAT32 output where |beta|
+  // > 8 may cancel most of the term, and the double recompute of such elements
+  // (CheckedStoreLoop) is then only as good as rstd: with the float blocks'
+  // 2^-19 a term of 100 could be off by 1e-5, the whole FLOAT32 bound
+  // (ShortRmsRowsInFloatStayWithinBound's cancelling rows found it), so the
+  // blocks are summed in double there.
+  static double RunSumSquares(const void* x, const void* r, void* h, int64_t i0, int64_t n,
+                              bool wide = false) {
     double total = 0;
     for (int64_t c = 0; c < n; c += kStatsChunk) {
-      total += SquaresPass<D, kResidual>(x, r, h, i0 + c, std::min(kStatsChunk, n - c));
+      total += SquaresPass<D, kResidual>(x, r, h, i0 + c, std::min(kStatsChunk, n - c), wide);
     }
     return total;
   }
@@ -771,6 +815,19 @@ struct Kernels {
     // PreparedProblem::float_beta_large.
     bool float_beta_large = false;
   };
+
+  // A LAYER/RMS problem's parameters for NormalizeRow (offsets 0: the first row's).
+  static RowParams ProblemRowParams(const PreparedProblem& pp) {
+    const NormProblem& p = *pp.problem;
+    RowParams prm;
+    prm.gamma = p.gamma.data;
+    prm.gamma_f32 = p.gamma.dtype == DType::kFloat32;
+    prm.beta = p.beta.data;
+    prm.beta_f32 = p.beta.dtype == DType::kFloat32;
+    prm.unit_offset = p.unit_offset;
+    prm.float_beta_large = pp.float_beta_large;
+    return prm;
+  }
 
   // Loads element vector [i, i + rest) of a buffer: a full vector when rest == W.
   template <DType D>
@@ -1099,12 +1156,9 @@ struct Kernels {
   // row, 512 columns 77 -> 85). Rows whose rstd is beyond float
   // (RstdBeyondFloat) go through NormalizeRow.
   // RMSNorm rows (kRms, eleventh session) take the same row loop with one
-  // statistics pass: sum(x^2) in the four float accumulators of
-  // ShortRowCentered (pivot 0), added up by ShortLaneSum: at most 14
-  // roundings a term and no cancellation, so within 14u (SquaresPass allows
-  // 2^-19). Sums that are not a normal float above 2^-90 (NaN, Inf, overflow,
-  // underflow) are taken again by RunSumSquares, from cache. The output pass
-  // is NormalizeRow's arithmetic with pivot and correction 0.
+  // statistics pass (ShortRmsTransform: within 14u, where SquaresPass allows
+  // 2^-19). The output pass is NormalizeRow's arithmetic with pivot and
+  // correction 0.
   template <bool kRms, bool kResidual, bool kHasBeta>
   static void ShortFloatRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
     constexpr DType D = DType::kFloat32;
@@ -1137,24 +1191,12 @@ struct Kernels {
     // it: one more vector, of zeros.
     S::template Store<D>(gamma, e, S::Zero());
     S::template Store<D>(beta, e, S::Zero());
-    RowParams prm;  // for the rows that take NormalizeRow
-    prm.gamma = p.gamma.data;
-    prm.beta = p.beta.data;
-    prm.unit_offset = p.unit_offset;
+    const RowParams prm = ProblemRowParams(pp);  // for the rows that take NormalizeRow
     for (int64_t row = begin; row < end; ++row) {
       const int64_t i0 = row * cols;
       GroupTransform t;
       if constexpr (kRms) {
-        // With a residual, h = x + r is written first (the sum is not used).
-        if constexpr (kResidual) ShortRowSum<true>(x, r, h, i0, cols);
-        double q = ShortLaneSum(ShortRowCentered<true>(values, i0, cols, S::Zero()), cols);
-        if (__builtin_expect(
-                !(q >= static_cast<double>(kFloatSquaresMin) && q <= std::numeric_limits<float>::max()), 0)) {
-          q = RunSumSquares<D, false>(values, nullptr, nullptr, i0, cols);
-        }
-        const double ms = q * inv_dn;
-        const bool finite = std::isfinite(q);
-        t = MakeTransformWithRstd(0.0, ms, finite ? RstdOf(ms, epsilon) : 0.0, finite);
+        t = ShortRmsTransform<D, kResidual>(x, r, h, i0, cols, inv_dn, epsilon);
       } else {
         const float pivot = S::ReduceAdd(ShortRowSum<kResidual>(x, r, h, i0, cols)) * inv_cols;
         const F pivot_v = S::Set1(pivot);
@@ -1182,6 +1224,61 @@ struct Kernels {
     }
   }
 
+  // Short FLOAT16 / BFLOAT16 RMSNorm rows (eleventh session) where
+  // float_stats allows (the output in the input's dtype, gamma and beta one
+  // row's worth), at most kShortFloatVectors vectors: one at a time as
+  // ShortFloatRows does them, with ShortRmsTransform's statistics and
+  // NormalizeRowT's output pass (its double fallback where beta cancels and
+  // its denormal tests). Before, they went four at a time through the
+  // general pass, slower than LayerNorm's rows out of cache. Gamma and beta
+  // are loaded where they are, as NormalizeRowT does: copying them to float
+  // buffers first (as ShortFloatRows does) was no faster out of cache and
+  // slower for one row (BFLOAT16, 512 columns: 156-244 ns against 119-128).
+  template <DType DIn, DType DOut, bool kResidual>
+  static void ShortHalfRmsRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
+    const NormProblem& p = *pp.problem;
+    const int64_t cols = pp.unit_length;
+    const void* x = p.input.data;
+    const void* r = p.residual.data;
+    void* h = p.out.residual_out;
+    const void* values = kResidual ? static_cast<const void*>(h) : x;
+    void* const y = p.out.output;
+    const bool stream = pp.stream_output;
+    const double inv_dn = 1.0 / static_cast<double>(cols);
+    const bool has_gamma = p.gamma.present(), has_beta = p.beta.present(), unit_offset = p.unit_offset;
+    const RowParams prm = ProblemRowParams(pp);  // one row's worth (float_stats)
+    const bool test_cancel = NeedsCancelTest<DOut>(has_beta, pp.float_beta_large);
+    const void* const gamma_data = prm.gamma;
+    const void* const beta_data = prm.beta;
+    const bool gamma_f32 = prm.gamma_f32, beta_f32 = prm.beta_f32;
+    const F one = S::Set1(1.0f);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t i0 = row * cols;
+      const GroupTransform t = ShortRmsTransform<DIn, kResidual>(x, r, h, i0, cols, inv_dn, p.epsilon);
+      if (p.out.rstd != nullptr) p.out.rstd[row] = t.rstd_out;
+      if (__builtin_expect(RstdBeyondFloat(t), 0)) {
+        NormalizeRow<DIn, DOut>(values, y, i0, cols, t, prm, stream, nullptr, nullptr);
+        continue;
+      }
+      const F rs = S::Set1(t.rstd);
+      auto compute = [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+        Lanes l;
+        l.v = LoadSome<DIn>(values, i0 + i, rest);
+        // NormalizeRowT's ((v - 0) * rstd - 0): the same bits.
+        const F out = S::Mul(l.v, rs);
+        l.gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, i, rest) : one;
+        const F g = has_gamma && unit_offset ? S::Add(l.gamma, one) : l.gamma;
+        l.beta = has_beta ? LoadParamSome<DIn>(beta_data, beta_f32, i, rest) : S::Zero();
+        l.y = has_beta ? S::MulAdd(out, g, l.beta) : S::Mul(out, g);
+        return l;
+      };
+      CheckedStoreLoop<DOut>(y, i0, cols, stream, test_cancel, /*all_careful=*/false, compute,
+                             [&](const Lanes& l, int64_t, int) NORMSERVE_LAMBDA_INLINE {
+                               return WideAffine(l.v, t, has_gamma, l.gamma, unit_offset, l.beta);
+                             });
+    }
+  }
+
   template <DType DIn, DType DOut, bool kRms, bool kResidual>
   static void LayerRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
     const NormProblem& p = *pp.problem;
@@ -1192,17 +1289,15 @@ struct Kernels {
                                 : ShortFloatRows<kRms, kResidual, false>(pp, begin, end);
       }
     }
+    if constexpr (kShortFloatRows && kRms && DIn != DType::kFloat32 && DOut == DIn) {
+      if (pp.float_stats && cols <= kShortFloatVectors * W)
+        return ShortHalfRmsRows<DIn, DOut, kResidual>(pp, begin, end);
+    }
     const void* x = p.input.data;
     const void* r = p.residual.data;
     void* h = p.out.residual_out;
     const void* normalized = kResidual ? static_cast<const void*>(h) : x;
-    RowParams prm;
-    prm.gamma = p.gamma.data;
-    prm.gamma_f32 = p.gamma.dtype == DType::kFloat32;
-    prm.beta = p.beta.data;
-    prm.beta_f32 = p.beta.dtype == DType::kFloat32;
-    prm.unit_offset = p.unit_offset;
-    prm.float_beta_large = pp.float_beta_large;
+    RowParams prm = ProblemRowParams(pp);
     const bool float_stats = pp.float_stats;
     constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DIn));
     // Mean and variance of a row (RMS: 0 and the mean square), and whether they are finite.
@@ -1227,7 +1322,7 @@ struct Kernels {
       const int64_t i0 = row * cols;
       RowMoments m;
       if constexpr (kRms) {
-        const double sum_squares = RunSumSquares<DIn, kResidual>(x, r, h, i0, cols);
+        const double sum_squares = RunSumSquares<DIn, kResidual>(x, r, h, i0, cols, pp.float_beta_large);
         m.var = sum_squares / static_cast<double>(cols);
         m.finite = std::isfinite(sum_squares);
       } else {

@@ -432,15 +432,16 @@ TEST_P(CpuIsaTest, Float32StatisticsInFloatStayWithinBound) {
 // asking for the mean (the double sums) must change some bits where these
 // rows take the float sums, and none where they do not. Then rows with NaN
 // or Inf among others, against the reference.
-// Runs FLOAT32 row case c (at least 30 rows) whole and rows 5 to 29 of it
-// alone: those rows must have the same bits either way.
+// Runs row case c (at least 30 rows, the output in the input's dtype) whole
+// and rows 5 to 29 of it alone: those rows must have the same bits either way.
 std::vector<std::string> RowsAloneFailures(CpuBackend& backend, ProblemCase& c) {
   const int64_t cols = c.input.shape[1];
+  const int64_t row_bytes = cols * static_cast<int64_t>(DTypeSize(c.input.dtype));
   ProblemCase part = c;
   constexpr int64_t kFirst = 5, kLast = 30;
   part.input.shape = {kLast - kFirst, cols};
   auto keep_rows = [&](std::vector<uint8_t>& bytes) {
-    bytes.assign(bytes.begin() + kFirst * cols * 4, bytes.begin() + kLast * cols * 4);
+    bytes.assign(bytes.begin() + kFirst * row_bytes, bytes.begin() + kLast * row_bytes);
   };
   keep_rows(part.input.bytes);
   if (c.residual.present) {
@@ -452,7 +453,7 @@ std::vector<std::string> RowsAloneFailures(CpuBackend& backend, ProblemCase& c) 
   NormProblem part_problem = part.Problem();
   if (!backend.Run(&whole_problem, 1).ok() || !backend.Run(&part_problem, 1).ok())
     return {c.name + ": Run failed"};
-  if (!std::equal(part.output.begin(), part.output.end(), c.output.begin() + kFirst * cols * 4)) {
+  if (!std::equal(part.output.begin(), part.output.end(), c.output.begin() + kFirst * row_bytes)) {
     return {c.name + ": rows 5 to 29 alone differ from the same rows in the batch"};
   }
   return {};
@@ -550,86 +551,138 @@ TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
   ExpectNoFailures(failures);
 }
 
-// Short FLOAT32 RMSNorm rows sum their squares in float (Kernels::
-// ShortFloatRows with kRms), with gamma unbounded and |beta| <= 2: rows of
-// every magnitude, among them squares that overflow float (1e20) or fall
-// below 2^-90 (1e-25, with epsilon 0 so that they decide rstd), which must
-// take RunSumSquares; strictly against the reference, rows 5 to 29 alone
-// giving the same bits, rstd against the reference, NaN and Inf rows.
-TEST_P(CpuIsaTest, ShortFloat32RmsRowsInFloatStayWithinBound) {
+// Short RMSNorm rows sum their squares in float (Kernels::ShortRmsTransform:
+// FLOAT32 rows in ShortFloatRows with |beta| <= 2, FLOAT16 / BFLOAT16 rows
+// in ShortHalfRmsRows with the double fallback for cancelling beta), with
+// gamma unbounded: rows of every magnitude, among them squares that overflow
+// float (1e20) or fall below 2^-90 (1e-25, with epsilon 0 so that they
+// decide rstd), which must take RunSumSquares (FLOAT16 reaches neither: its
+// large and tiny rows are 3e4 and 1e-6, subnormal); strictly against the
+// reference (1e-5, or 1 ulp for half outputs, also where beta cancels the
+// terms of a row), rows 5 to 29 alone giving the same bits, rstd against the
+// reference, NaN and Inf rows.
+TEST_P(CpuIsaTest, ShortRmsRowsInFloatStayWithinBound) {
   std::vector<std::string> failures;
   Uniform uniform(0x2545f4914f6cdd1dull);
-  auto value = [&](int64_t row, int64_t col) {
-    const double u = uniform();
-    switch (row % 6) {
-      case 0:
-        return u;
-      case 1:
-        return 1000.0 + u;
-      case 2:
-        return 1e20 * u;
-      case 3:
-        return 1e-25 * u;
-      case 4:  // mostly zeros
-        return col % 5 == 0 ? 3.0 + u : 0.0;
-      default:
-        return 30000.0 + 1e-3 * u;
-    }
-  };
   constexpr int64_t kRows = 37;
-  for (float epsilon : {1e-5f, 0.0f}) {
-    for (int64_t cols : {1, 7, 16, 33, 100, 128, 129, 200, 256, 257, 300, 511, 512}) {
-      for (int variant = 0; variant < 4; ++variant) {
-        const bool residual = variant == 1, no_beta = variant == 2, unit_offset = variant == 3;
-        CaseSpec spec;
-        spec.kind = NormKind::kRmsNorm;
-        spec.dtype = DType::kFloat32;
-        spec.params = no_beta ? testing::ParamMode::kGammaOnly : testing::ParamMode::kAffine;
-        spec.unit_offset = unit_offset;
-        spec.output_dtype = DType::kFloat32;
-        spec.residual = residual;
-        spec.epsilon = epsilon;
-        spec.shape = {kRows, cols};
-        ProblemCase c = testing::MakeRandomCase(spec, 85);
-        c.name = "RMSNorm FLOAT32, " + std::to_string(cols) + " columns, epsilon " + std::to_string(epsilon) +
-                 (residual ? ", residual" : "") + (no_beta ? ", no beta" : "") +
-                 (unit_offset ? ", unit offset" : "");
-        for (int64_t row = 0; row < kRows; ++row) {
-          for (int64_t col = 0; col < cols; ++col) {
-            const int64_t i = row * cols + col;
-            const float v = static_cast<float>(value(row, col));
-            if (residual) {
-              // Halves, added back exactly.
-              c.input.Set(i, v * 0.5f);
-              c.residual.Set(i, v * 0.5f);
-            } else {
-              c.input.Set(i, v);
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    const bool fp16 = dtype == DType::kFloat16;
+    const double large = fp16 ? 3e4 : 1e20, tiny = fp16 ? 1e-6 : 1e-25;
+    auto value = [&](int64_t row, int64_t col) {
+      const double u = uniform();
+      switch (row % 6) {
+        case 0:
+          return u;
+        case 1:
+          return 1000.0 + u;
+        case 2:
+          return large * u;
+        case 3:  // never zero, so that no row is all zeros with epsilon 0
+          return tiny * (u < 0 ? u - 1.0 : u + 1.0);
+        case 4:  // mostly zeros
+          return col % 5 == 0 ? 3.0 + u : 0.0;
+        default:
+          return 30000.0 + 1e-3 * u;
+      }
+    };
+    for (float epsilon : {1e-5f, 0.0f}) {
+      for (int64_t cols : {1, 7, 16, 33, 100, 128, 129, 200, 256, 257, 300, 511, 512}) {
+        for (int variant = 0; variant < 5; ++variant) {
+          const bool residual = variant == 1, no_beta = variant == 2, unit_offset = variant == 3;
+          const bool cancelling = variant == 4;
+          CaseSpec spec;
+          spec.kind = NormKind::kRmsNorm;
+          spec.dtype = dtype;
+          spec.params = no_beta ? testing::ParamMode::kGammaOnly : testing::ParamMode::kAffine;
+          spec.unit_offset = unit_offset;
+          spec.output_dtype = dtype;
+          spec.residual = residual;
+          spec.epsilon = epsilon;
+          spec.shape = {kRows, cols};
+          ProblemCase c = testing::MakeRandomCase(spec, 85);
+          c.name = "RMSNorm " + std::string(DTypeName(dtype)) + ", " + std::to_string(cols) +
+                   " columns, epsilon " + std::to_string(epsilon) + (residual ? ", residual" : "") +
+                   (no_beta ? ", no beta" : "") + (unit_offset ? ", unit offset" : "") +
+                   (cancelling ? ", cancelling beta" : "");
+          for (int64_t row = 0; row < kRows; ++row) {
+            for (int64_t col = 0; col < cols; ++col) {
+              const int64_t i = row * cols + col;
+              const float v = static_cast<float>(value(row, col));
+              if (residual) {
+                c.input.Set(i, v * 0.5f);
+                c.residual.Set(i, v * 0.5f);
+              } else {
+                c.input.Set(i, v);
+              }
             }
           }
-        }
-        for (int64_t col = 0; col < cols; ++col) {
-          c.gamma.Set(col, col % 2 == 0 ? 100.0f : -100.0f);
-          if (!no_beta) c.beta.Set(col, col % 4 < 2 ? -2.0f : 2.0f);
-        }
-        for (std::string& f : StrictFloatFailures(*backend_, c)) failures.push_back(std::move(f));
+          for (int64_t col = 0; col < cols; ++col) {
+            c.gamma.Set(col, col % 2 == 0 ? 100.0f : -100.0f);
+            if (!no_beta) c.beta.Set(col, col % 4 < 2 ? -2.0f : 2.0f);
+          }
+          // Beta cancels nearly all of every term of row 0 (beyond 2 for FLOAT32,
+          // which then takes the general pass).
+          if (cancelling) SetBetaToCancel(c, cols);
+          // Where beta cancels all but 2^-15 of a term, the statistics' own error
+          // (a few u of rstd) exceeds 1 ulp of the result: the harness's bound,
+          // 1e-5 (|term| + |beta|), holds there (ShortHalfRmsRowsRecomputeCancellingBeta
+          // below holds 1 ulp where rstd is exact).
+          for (std::string& f : cancelling                 ? testing::CompareToReference(*backend_, c)
+                                : dtype == DType::kFloat32 ? StrictFloatFailures(*backend_, c)
+                                                           : StrictUlpFailures(*backend_, c)) {
+            failures.push_back(std::move(f));
+          }
+          for (std::string& f : RowsAloneFailures(*backend_, c)) failures.push_back(std::move(f));
 
-        for (std::string& f : RowsAloneFailures(*backend_, c)) failures.push_back(std::move(f));
-
-        ProblemCase with_rstd = c;
-        with_rstd.return_stats = true;
-        with_rstd.ResetOutputs();
-        for (std::string& f : testing::CompareToReference(*backend_, with_rstd))
-          failures.push_back(std::move(f));
+          ProblemCase with_rstd = c;
+          with_rstd.return_stats = true;
+          with_rstd.ResetOutputs();
+          for (std::string& f : testing::CompareToReference(*backend_, with_rstd))
+            failures.push_back(std::move(f));
+        }
       }
     }
+    for (int64_t cols : {100, 128}) {
+      ProblemCase c = AffineCase(NormKind::kRmsNorm, dtype, dtype, {kRows, cols}, 86);
+      c.name = "RMSNorm " + std::string(DTypeName(dtype)) + " with NaN and Inf rows, " +
+               std::to_string(cols) + " columns";
+      c.input.Set(3 * cols + 17, std::numeric_limits<float>::quiet_NaN());
+      c.input.Set(20 * cols + cols - 1, std::numeric_limits<float>::infinity());
+      c.input.Set(36 * cols, -std::numeric_limits<float>::infinity());
+      for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+    }
   }
-  for (int64_t cols : {100, 128}) {
-    ProblemCase c = AffineCase(NormKind::kRmsNorm, DType::kFloat32, DType::kFloat32, {kRows, cols}, 86);
-    c.name = "RMSNorm FLOAT32 with NaN and Inf rows, " + std::to_string(cols) + " columns";
-    c.input.Set(3 * cols + 17, std::numeric_limits<float>::quiet_NaN());
-    c.input.Set(20 * cols + cols - 1, std::numeric_limits<float>::infinity());
-    c.input.Set(36 * cols, -std::numeric_limits<float>::infinity());
-    for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+  ExpectNoFailures(failures);
+}
+
+// Short FLOAT16 / BFLOAT16 RMSNorm rows keep NormalizeRowT's double
+// fallback where beta cancels: rows of 41 (or -41, gamma of the same sign)
+// with epsilon 0 have exact squares and rstd = 1/41 in double, but float
+// gives 41 * fl(1/41) = 1 - 2^-24, and with gamma 65000 and beta 0.09765625
+// - 65000 (exact in float) that is 8 ulp (BFLOAT16) or 63 ulp (FLOAT16) off
+// the exact 0.09765625; the double fallback gets it. Rows of 1000 columns
+// take the general pass, for comparison.
+TEST_P(CpuIsaTest, ShortHalfRmsRowsRecomputeCancellingBeta) {
+  std::vector<std::string> failures;
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    for (int64_t cols : {1, 7, 64, 200, 512, 1000}) {
+      CaseSpec spec;
+      spec.kind = NormKind::kRmsNorm;
+      spec.dtype = dtype;
+      spec.output_dtype = dtype;
+      spec.epsilon = 0.0f;
+      spec.shape = {4, cols};
+      ProblemCase c = testing::MakeRandomCase(spec, 87);
+      c.name = "RMSNorm " + std::string(DTypeName(dtype)) + " rows of 41, cancelling beta, " +
+               std::to_string(cols) + " columns";
+      for (int64_t i = 0; i < c.input.NumElements(); ++i)
+        c.input.Set(i, (i % cols) % 3 == 1 ? -41.0f : 41.0f);
+      for (int64_t col = 0; col < cols; ++col) {
+        c.gamma.Set(col, col % 3 == 1 ? -65000.0f : 65000.0f);
+        c.beta.Set(col, 0.09765625f - 65000.0f);
+      }
+      for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
+    }
   }
   ExpectNoFailures(failures);
 }
