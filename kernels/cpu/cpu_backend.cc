@@ -379,6 +379,10 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
           impl_->table.any_magnitude_above(p.beta.data, p.beta.dtype, p.beta.NumElements(), 3);
       static_assert(cpu::kFloatBetaUnchecked == 8.0f, "2^3");
       static_assert(cpu::kFloatStatsBetaLog2 <= 3, "float_stats implies !float_beta_large");
+      pp.wide_squares = p.kind == NormKind::kRmsNorm &&
+                        (pp.float_beta_large ||
+                         impl_->table.any_magnitude_above(p.beta.data, p.beta.dtype, p.beta.NumElements(),
+                                                          cpu::kFloatStatsBetaLog2));
     }
     switch (p.kind) {
       case NormKind::kLayerNorm:

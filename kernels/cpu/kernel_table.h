@@ -76,6 +76,9 @@ struct PreparedProblem {
   // A FLOAT32 output whose beta has a value beyond kFloatBetaUnchecked
   // (infinities included): its output passes test for cancellation too.
   bool float_beta_large = false;
+  // RMSNorm with a FLOAT32 output and some |beta| > 2^kFloatStatsBetaLog2:
+  // its squares are summed in double (Kernels::RunSumSquares).
+  bool wide_squares = false;
   // FLOAT32 LayerNorm whose statistics may be summed in float
   // (Kernels::FloatCenteredSums): FLOAT32 output, no mean requested, and
   // gamma / beta absent or one row's worth (not adaptive) within

@@ -337,12 +337,12 @@ struct Kernels {
   // Sum of squares of x[i0, i0 + n) (or of h, written with kResidual), block
   // by block in float, the blocks added in double. RMSNorm's only statistic
   // has no cancellation, so 2^-19 relative error (rstd within 2^-20) is far
-  // inside every bound, including the FLOAT32 one (1e-5). A block that
+  // inside every bound, including the FLOAT32 one (1e-5), unless beta
+  // cancels the term (RunSumSquares' `wide`). A block that
   // FloatSquaresUsable rejects is summed again in double; that is also the
   // path of all-zero blocks. Writing h twice writes the same values.
+  // With `wide`, every block is summed in double (RunSumSquares).
   template <DType D, bool kResidual>
-  // With `wide`, every block is summed in double (FLOAT32 outputs where beta
-  // may cancel: RunSumSquares).
   static double SquaresPass(const void* x, const void* r, void* h, int64_t i0, int64_t n, bool wide) {
     double total = 0;
     for (int64_t b0 = 0; b0 < n; b0 += kSquaresBlock) {
@@ -777,13 +777,15 @@ struct Kernels {
   }
 
   // Sum of squares of x[i0, i0 + n) (or of h), chunk by chunk.
+  // `wide` (PreparedProblem::wide_squares): with a FLOAT32 output, beta can
+  // cancel most of the term (x * rstd) * gamma, whose error then counts
+  // against 1e-5 max(1, |y|) with |term| up to |y| + |beta|. The float
+  // blocks' 2^-19 (rstd within 2^-20) leaves room for that only while |beta|
+  // <= 2 (2^-20 * 3 + 2.2e-6 for the output pass); beyond, even the double
+  // recompute of cancelling elements (|beta| > 8) is only as good as rstd (a
+  // term of 100 was 1.05e-5 off: ShortRmsRowsInFloatStayWithinBound's
+  // cancelling rows). So there the blocks are summed in double.
   template <DType D, bool kResidual>
-  // `wide` (PreparedProblem::float_beta_large): a FLOAT32 output where |beta|
-  // > 8 may cancel most of the term, and the double recompute of such elements
-  // (CheckedStoreLoop) is then only as good as rstd: with the float blocks'
-  // 2^-19 a term of 100 could be off by 1e-5, the whole FLOAT32 bound
-  // (ShortRmsRowsInFloatStayWithinBound's cancelling rows found it), so the
-  // blocks are summed in double there.
   static double RunSumSquares(const void* x, const void* r, void* h, int64_t i0, int64_t n,
                               bool wide = false) {
     double total = 0;
@@ -1322,7 +1324,7 @@ struct Kernels {
       const int64_t i0 = row * cols;
       RowMoments m;
       if constexpr (kRms) {
-        const double sum_squares = RunSumSquares<DIn, kResidual>(x, r, h, i0, cols, pp.float_beta_large);
+        const double sum_squares = RunSumSquares<DIn, kResidual>(x, r, h, i0, cols, pp.wide_squares);
         m.var = sum_squares / static_cast<double>(cols);
         m.finite = std::isfinite(sum_squares);
       } else {
