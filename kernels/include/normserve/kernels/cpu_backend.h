@@ -42,6 +42,7 @@ bool ParseCpuStores(std::string_view name, CpuStores* out);
 // runs, where each run's reductions sit between two bursts of stores; on the
 // machine this was measured on, non-temporal stores held both back more than
 // the saved reads gave (docs/cpu-performance.md). The bits are the same either way.
+// REQUIRES: p passes ValidateProblem (its shape has the rank its kind needs).
 bool StreamsOutput(CpuStores stores, const NormProblem& p, int64_t run_output_bytes);
 
 struct CpuBackendOptions {
