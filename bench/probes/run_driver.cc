@@ -1,0 +1,68 @@
+// run_driver: times CpuBackend::Run() on one FLOAT32 LayerNorm or RMSNorm
+// problem, the way the eleventh session measured the store modes and the
+// short-row paths (docs/cpu-performance.md). Not part of the build.
+//
+//   cmake -S kernels -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release
+//   cmake --build build-bench --target normserve_kernels
+//   g++ -O2 -std=c++17 -Ikernels/include bench/probes/run_driver.cc build-bench/libnormserve_kernels.a
+//   -lpthread -o /tmp/run_driver NORMSERVE_CPU_STORES=cached /tmp/run_driver ROWS COLS THREADS KIND CALLS
+//   [OFFSET]
+//
+// KIND 0: LayerNorm with gamma and beta; 1: RMSNorm with gamma. Input
+// N(0.3, 1). Prints, for three rounds, the fastest of CALLS calls (ns a row
+// and us a call). OFFSET: the output's byte offset from a 64-byte boundary;
+// without it, the output is where std::vector puts it (16 bytes past a
+// boundary for large buffers, as the server's protobuf strings are).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "normserve/kernels/cpu_backend.h"
+#include "normserve/kernels/problem.h"
+using namespace normserve::kernels;
+int main(int argc, char** argv) {
+  if (argc < 6) {
+    fprintf(stderr, "usage: run_driver ROWS COLS THREADS KIND CALLS [OFFSET]\n");
+    return 2;
+  }
+  int64_t rows = atoll(argv[1]), cols = atoll(argv[2]);
+  int threads = atoi(argv[3]), kind = atoi(argv[4]), calls = atoi(argv[5]);
+  std::vector<float> x(rows * cols), yv(rows * cols + 64), g(cols), b(cols);
+  // argv[6]: byte offset of the output from a 64-byte boundary (default: as malloc gives it)
+  float* y = yv.data();
+  if (argc > 6)
+    y = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(yv.data()) + 63) / 64 * 64 + atoi(argv[6]));
+  fprintf(stderr, "output address mod 64 = %d\n", static_cast<int>(reinterpret_cast<uintptr_t>(y) % 64));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.3f, 1.0f);
+  for (auto& v : x) v = nd(rng);
+  for (auto& v : g) v = 1.0f + 0.1f * nd(rng);
+  for (auto& v : b) v = 0.1f * nd(rng);
+  CpuBackendOptions o;
+  o.threads = threads;
+  CpuBackend be(o);
+  NormProblem p;
+  p.kind = kind ? NormKind::kRmsNorm : NormKind::kLayerNorm;
+  p.input = {DType::kFloat32, {rows, cols}, x.data(), (uint64_t)(x.size() * 4)};
+  p.gamma = {DType::kFloat32, {cols}, g.data(), (uint64_t)(cols * 4)};
+  if (!kind) p.beta = {DType::kFloat32, {cols}, b.data(), (uint64_t)(cols * 4)};
+  p.out.output = y;
+  for (int round = 0; round < 3; ++round) {
+    double best = 1e30;
+    for (int c = 0; c < calls; ++c) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto st = be.Run(&p, 1);
+      auto t1 = std::chrono::steady_clock::now();
+      if (!st.ok()) {
+        printf("fail\n");
+        return 1;
+      }
+      best = std::min(best, std::chrono::duration<double, std::nano>(t1 - t0).count());
+    }
+    printf("%lld x %lld: %.1f ns/row (%.1f us)\n", (long long)rows, (long long)cols, best / rows,
+           best / 1000);
+  }
+}
