@@ -163,26 +163,19 @@ inline void FenceStreamingStores() {
 bool FloatStatsAllowed(const NormProblem& p, const ProblemGeometry& g, const cpu::KernelTable& table) {
   const bool rms = p.kind == NormKind::kRmsNorm;
   const bool half_rms = rms && p.input.dtype != DType::kFloat32 && p.output_dtype == p.input.dtype;
-  if (half_rms) {
-    return (!p.gamma.present() || p.gamma.NumElements() == g.cols) &&
-           (!p.beta.present() || p.beta.NumElements() == g.cols);
-  }
-  if ((p.kind != NormKind::kLayerNorm && !rms) || p.input.dtype != DType::kFloat32 ||
-      p.output_dtype != DType::kFloat32 || p.out.mean != nullptr) {
-    return false;
-  }
-  if (p.gamma.present() && rms) {
-    if (p.gamma.NumElements() != g.cols) return false;
-  } else if (p.gamma.present()) {
+  const bool f32 = p.input.dtype == DType::kFloat32 && p.output_dtype == DType::kFloat32;
+  if ((p.kind != NormKind::kLayerNorm && !rms) || !(f32 || half_rms) || p.out.mean != nullptr) return false;
+  if (p.gamma.present()) {
     const int log2 = p.unit_offset ? cpu::kFloatStatsGammaLog2 - 1 : cpu::kFloatStatsGammaLog2;
     if (p.gamma.NumElements() != g.cols ||
-        table.any_magnitude_above(p.gamma.data, p.gamma.dtype, g.cols, log2)) {
+        (!rms && table.any_magnitude_above(p.gamma.data, p.gamma.dtype, g.cols, log2))) {
       return false;
     }
   }
   if (p.beta.present()) {
     if (p.beta.NumElements() != g.cols ||
-        table.any_magnitude_above(p.beta.data, p.beta.dtype, g.cols, cpu::kFloatStatsBetaLog2)) {
+        (!half_rms &&
+         table.any_magnitude_above(p.beta.data, p.beta.dtype, g.cols, cpu::kFloatStatsBetaLog2))) {
       return false;
     }
   }

@@ -626,19 +626,20 @@ struct Kernels {
   NORMSERVE_INLINE static int ShortLanes(int64_t cols, int64_t e) {
     return static_cast<int>(std::min<int64_t>(cols - e, W));
   }
-  // The row's vectors added in four accumulators, then pairwise (lanes past
-  // the end load 0); with a residual, h = x + r is written on the way.
-  template <bool kResidual>
+  // The row's vectors (kSquares: their squares) added in four accumulators,
+  // then pairwise (lanes past the end load 0); with a residual, h = x + r is
+  // written on the way, and its values rounded to D are what is added.
+  template <bool kResidual, DType D = DType::kFloat32, bool kSquares = false>
   NORMSERVE_INLINE static F ShortRowSum(const void* x, const void* r, void* h, int64_t i0, int64_t cols) {
-    constexpr DType D = DType::kFloat32;
     F a[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()};
+    auto add = [&](int k, F v)
+                   NORMSERVE_LAMBDA_INLINE { a[k] = kSquares ? S::MulAdd(v, v, a[k]) : S::Add(a[k], v); };
     int64_t e = 0;
     for (; e + 4 * W <= cols; e += 4 * W) {
-      for (int k = 0; k < 4; ++k) a[k] = S::Add(a[k], LoadInput<D, kResidual>(x, r, h, i0 + e + k * W));
+      for (int k = 0; k < 4; ++k) add(k, LoadInput<D, kResidual>(x, r, h, i0 + e + k * W));
     }
     for (int k = 0; k < 4 && e + k * W < cols; ++k) {
-      a[k] =
-          S::Add(a[k], LoadInputPartial<D, kResidual>(x, r, h, i0 + e + k * W, ShortLanes(cols, e + k * W)));
+      add(k, LoadInputPartial<D, kResidual>(x, r, h, i0 + e + k * W, ShortLanes(cols, e + k * W)));
     }
     return S::Add(S::Add(a[0], a[1]), S::Add(a[2], a[3]));
   }
@@ -675,28 +676,15 @@ struct Kernels {
     S::Widen(v, &lo, &hi);
     return S::DReduceAdd(S::kHasHighHalf ? S::DAdd(lo, hi) : lo);
   }
-  // A short RMSNorm row's transform: sum(x^2) in four float accumulators
-  // (as ShortRowCentered with pivot 0; with a residual, h = x + r is written
-  // on the way and its values rounded to D are squared), added up by
-  // ShortLaneSum: at most 14 roundings a term and no cancellation, so within
-  // 14u. A sum that is not a normal float above 2^-90 (NaN, Inf, overflow,
-  // underflow) is taken again by RunSumSquares, from cache.
+  // A short RMSNorm row's transform: sum(x^2) by ShortRowSum<kSquares>,
+  // added up by ShortLaneSum: at most 14 roundings a term and no
+  // cancellation, so within 14u. A sum that is not a normal float above
+  // 2^-90 (NaN, Inf, overflow, underflow) is taken again by RunSumSquares,
+  // from cache.
   template <DType D, bool kResidual>
   NORMSERVE_INLINE static GroupTransform ShortRmsTransform(const void* x, const void* r, void* h, int64_t i0,
                                                            int64_t cols, double inv_dn, float epsilon) {
-    F a[4] = {S::Zero(), S::Zero(), S::Zero(), S::Zero()};
-    int64_t e = 0;
-    for (; e + 4 * W <= cols; e += 4 * W) {
-      for (int k = 0; k < 4; ++k) {
-        const F v = LoadInput<D, kResidual>(x, r, h, i0 + e + k * W);
-        a[k] = S::MulAdd(v, v, a[k]);
-      }
-    }
-    for (int k = 0; k < 4 && e + k * W < cols; ++k) {
-      const F v = LoadInputPartial<D, kResidual>(x, r, h, i0 + e + k * W, ShortLanes(cols, e + k * W));
-      a[k] = S::MulAdd(v, v, a[k]);
-    }
-    double q = ShortLaneSum(S::Add(S::Add(a[0], a[1]), S::Add(a[2], a[3])), cols);
+    double q = ShortLaneSum(ShortRowSum<kResidual, D, true>(x, r, h, i0, cols), cols);
     if (__builtin_expect(
             !(q >= static_cast<double>(kFloatSquaresMin) && q <= std::numeric_limits<float>::max()), 0)) {
       const void* values = kResidual ? static_cast<const void*>(h) : x;
@@ -1235,7 +1223,9 @@ struct Kernels {
   // general pass, slower than LayerNorm's rows out of cache. Gamma and beta
   // are loaded where they are, as NormalizeRowT does: copying them to float
   // buffers first (as ShortFloatRows does) was no faster out of cache and
-  // slower for one row (BFLOAT16, 512 columns: 156-244 ns against 119-128).
+  // slower for one row (BFLOAT16, 512 columns: 156-244 ns against 119-128);
+  // calling NormalizeRow for the output pass was slower at 128 columns out
+  // of cache (28.0-36.2 GB/s against 37.3-43.7, BFLOAT16, 2 threads).
   template <DType DIn, DType DOut, bool kResidual>
   static void ShortHalfRmsRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
     const NormProblem& p = *pp.problem;
