@@ -8,7 +8,9 @@
 //   -lpthread -o /tmp/run_driver NORMSERVE_CPU_STORES=cached /tmp/run_driver ROWS COLS THREADS KIND CALLS
 //   [OFFSET]
 //
-// KIND 0: LayerNorm with gamma and beta; 1: RMSNorm with gamma. Input
+// KIND 0: LayerNorm with gamma and beta; 1: RMSNorm with gamma (FLOAT32
+// input and output); 2 / 3: the same in BFLOAT16, 4 / 5 in FLOAT16 (gamma
+// and beta stay FLOAT32). Input
 // N(0.3, 1). Prints, for three rounds, the fastest of CALLS calls (ns a row
 // and us a call). OFFSET: the output's byte offset from a 64-byte boundary;
 // without it, the output is where std::vector puts it (16 bytes past a
@@ -30,6 +32,8 @@ int main(int argc, char** argv) {
   }
   int64_t rows = atoll(argv[1]), cols = atoll(argv[2]);
   int threads = atoi(argv[3]), kind = atoi(argv[4]), calls = atoi(argv[5]);
+  const DType dt = kind < 2 ? DType::kFloat32 : kind < 4 ? DType::kBFloat16 : DType::kFloat16;
+  const bool rms = kind % 2 == 1;
   std::vector<float> x(rows * cols), yv(rows * cols + 64), g(cols), b(cols);
   // argv[6]: byte offset of the output from a 64-byte boundary (default: as malloc gives it)
   float* y = yv.data();
@@ -41,14 +45,22 @@ int main(int argc, char** argv) {
   for (auto& v : x) v = nd(rng);
   for (auto& v : g) v = 1.0f + 0.1f * nd(rng);
   for (auto& v : b) v = 0.1f * nd(rng);
+  if (dt != DType::kFloat32) {  // the half values, packed into the front of x
+    auto* h = reinterpret_cast<uint16_t*>(x.data());
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      h[i] = dt == DType::kBFloat16 ? FloatToBFloat16Bits(x[i]) : FloatToHalfBits(x[i]);
+    }
+  }
+  const uint64_t bytes = static_cast<uint64_t>(rows * cols) * DTypeSize(dt);
   CpuBackendOptions o;
   o.threads = threads;
   CpuBackend be(o);
   NormProblem p;
-  p.kind = kind ? NormKind::kRmsNorm : NormKind::kLayerNorm;
-  p.input = {DType::kFloat32, {rows, cols}, x.data(), (uint64_t)(x.size() * 4)};
+  p.kind = rms ? NormKind::kRmsNorm : NormKind::kLayerNorm;
+  p.input = {dt, {rows, cols}, x.data(), bytes};
   p.gamma = {DType::kFloat32, {cols}, g.data(), (uint64_t)(cols * 4)};
-  if (!kind) p.beta = {DType::kFloat32, {cols}, b.data(), (uint64_t)(cols * 4)};
+  if (!rms) p.beta = {DType::kFloat32, {cols}, b.data(), (uint64_t)(cols * 4)};
+  p.output_dtype = dt;
   p.out.output = y;
   for (int round = 0; round < 3; ++round) {
     double best = 1e30;

@@ -835,9 +835,11 @@ struct Kernels {
   // large output does not first read its cache lines. The output pass is
   // elementwise, so where the vectors start never changes a value.
   // kNoDenormals: the full vectors hold no denormal (S::Store's
-  // kNoDenormals); partial vectors always take the tested store.
+  // kNoDenormals); partial vectors always take the tested store. Where the
+  // traits ask for it (kPairBf16Stores), BFLOAT16 vectors go out in pairs.
   template <DType DOut, bool kNoDenormals = false, typename Compute>
   NORMSERVE_INLINE static void StoreLoop(void* y, int64_t i0, int64_t n, bool stream, Compute compute) {
+    constexpr bool kPairs = DOut == DType::kBFloat16 && S::kPairBf16Stores;  // kNoDenormals: AVX-512 only
     int64_t i = 0;
     if (stream) {
       constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DOut));
@@ -849,7 +851,19 @@ struct Kernels {
         i = rest;
       }
       if (misaligned % kElem == 0) {
+        if constexpr (kPairs) {
+          for (; i + 2 * W <= n; i += 2 * W) {
+            const F a = compute(i, W);
+            S::StreamBf16Pair(y, i0 + i, a, compute(i + W, W));
+          }
+        }
         for (; i + W <= n; i += W) S::template StoreStream<DOut, kNoDenormals>(y, i0 + i, compute(i, W));
+      }
+    }
+    if constexpr (kPairs) {
+      for (; i + 2 * W <= n; i += 2 * W) {
+        const F a = compute(i, W);
+        S::StoreBf16Pair(y, i0 + i, a, compute(i + W, W));
       }
     }
     for (; i + W <= n; i += W) S::template Store<DOut, kNoDenormals>(y, i0 + i, compute(i, W));
