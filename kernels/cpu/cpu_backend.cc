@@ -136,11 +136,15 @@ constexpr int kPartsPerThread = 4;
 // costs a read of every output line first (and evicts the inputs of the next
 // rows). Whether that read costs more than the stores' back-pressure on the
 // kernel depends on the arithmetic per byte and on the length of the runs
-// stored between two reductions: kAuto streams FLOAT32 outputs in runs of at
-// least kStreamRunBytes. Out of cache, 128 MiB in, FLOAT32 LayerNorm with
-// gamma and beta on one thread took 29.4 ms streaming against 15.7 cached
-// at 64 columns, 19.1 against 14.6 at 256, and 16.7 against 18.3 at 512
-// (docs/cpu-performance.md, eleventh session).
+// stored between two reductions: kAuto streams outputs in runs of at least
+// kStreamRunBytes, except FLOAT16 / BFLOAT16 outputs on AVX-512. Out of
+// cache, 128 MiB in, FLOAT32 LayerNorm with gamma and beta on one thread
+// took 29.4 ms streaming against 15.7 cached at 64 columns, 19.1 against
+// 14.6 at 256, and 16.7 against 18.3 at 512 (AVX-512 machine, eleventh
+// session). Half-type outputs: on that machine BFLOAT16 LayerNorm with 4096
+// columns took 8.2-8.4 ms streaming against 7.0-7.2 cached; on Zen 3 (AVX2
+// only) streaming was ahead from 2 KiB runs on, FLOAT16 RMSNorm by 10-40%
+// (docs/cpu-performance.md, twelfth session).
 constexpr int64_t kStreamOutputBytes = int64_t{16} << 20;
 constexpr int64_t kStreamRunBytes = int64_t{2} << 10;
 
@@ -272,16 +276,16 @@ void ForEachPieceOfPart(const std::vector<WorkItem>& items, int64_t total, int p
 
 }  // namespace
 
-bool StreamsOutput(CpuStores stores, const NormProblem& p, int64_t run_output_bytes) {
+bool StreamsOutput(CpuStores stores, CpuIsa isa, const NormProblem& p, int64_t run_output_bytes) {
   if (run_output_bytes < kStreamOutputBytes || stores == CpuStores::kCached) return false;
   if (stores == CpuStores::kStreaming) return true;
-  if (p.output_dtype != DType::kFloat32) return false;
+  if (p.output_dtype != DType::kFloat32 && isa >= CpuIsa::kAvx512) return false;
   // The elements each output loop writes in one go (norm_kernels_impl.h):
   // a row, a group, or for BatchNorm a [C, S] row of short channel runs
   // (BatchElements) and a channel segment otherwise.
   const ProblemGeometry g = ComputeGeometry(p);
   const int64_t run = p.kind == NormKind::kBatchNorm && g.spatial > cpu::kShortSpatial ? g.spatial : g.cols;
-  return run * static_cast<int64_t>(DTypeSize(DType::kFloat32)) >= kStreamRunBytes;
+  return run * static_cast<int64_t>(DTypeSize(p.output_dtype)) >= kStreamRunBytes;
 }
 
 struct CpuBackend::Impl {
@@ -470,7 +474,7 @@ KernelStatus CpuBackend::Run(const NormProblem* problems, size_t count) {
         problems[i].input.NumElements() * static_cast<int64_t>(DTypeSize(problems[i].output_dtype));
   }
   for (cpu::PreparedProblem& pp : prepared)
-    pp.stream_output = StreamsOutput(impl_->stores, *pp.problem, output_bytes);
+    pp.stream_output = StreamsOutput(impl_->stores, impl_->isa, *pp.problem, output_bytes);
 
   items.assign(count, WorkItem{});
   int64_t cost = 0;

@@ -203,8 +203,9 @@ TEST(CpuThreading, ConcurrentRunsFromManyThreads) {
 }
 
 // Outputs of 16 MiB and more may be written with non-temporal stores (every
-// dtype with CpuStores::kStreaming, FLOAT32 rows of 512 columns and more with
-// kAuto); rows with an odd length start at every alignment. Every store mode
+// dtype with CpuStores::kStreaming, rows of 2 KiB and more with kAuto, half
+// types only below AVX-512); rows with an odd length start at every
+// alignment (BFLOAT16 on AVX2 stores vector pairs). Every store mode
 // gives the same bits. Short FLOAT32 rows (256 and 255 columns:
 // Kernels::ShortFloatRows) too.
 TEST(CpuThreading, StreamedOutputsMatchReferenceAndRowsAlone) {
@@ -257,9 +258,10 @@ TEST(CpuThreading, StoreModeNamesAndEnvironment) {
   ASSERT_EQ(unsetenv("NORMSERVE_CPU_STORES"), 0);
 }
 
-// kAuto streams FLOAT32 outputs written in runs of 2 KiB or more, and only
-// in Run() calls with 16 MiB of output or more.
-TEST(CpuThreading, AutoStreamsLongFloat32RunsOnly) {
+// kAuto streams outputs written in runs of 2 KiB or more, and only in Run()
+// calls with 16 MiB of output or more; FLOAT16 / BFLOAT16 outputs only below
+// AVX-512.
+TEST(CpuThreading, AutoStreamsLongRunsOnly) {
   const int64_t large = int64_t{16} << 20;
   auto problem = [](NormKind kind, DType out, std::vector<int64_t> shape, int groups = 1) {
     NormProblem p;
@@ -279,8 +281,12 @@ TEST(CpuThreading, AutoStreamsLongFloat32RunsOnly) {
       {problem(NormKind::kLayerNorm, DType::kFloat32, {65537, 511}), false},
       {problem(NormKind::kRmsNorm, DType::kFloat32, {262144, 128}), false},
       {problem(NormKind::kRmsNorm, DType::kFloat32, {4096, 4096}), true},
-      {problem(NormKind::kLayerNorm, DType::kBFloat16, {4096, 4096}), false},
-      {problem(NormKind::kLayerNorm, DType::kFloat16, {4096, 4096}), false},
+      // Half types: 2 KiB is 1024 elements.
+      {problem(NormKind::kLayerNorm, DType::kBFloat16, {4096, 4096}), true},
+      {problem(NormKind::kLayerNorm, DType::kFloat16, {65536, 1024}), true},
+      {problem(NormKind::kRmsNorm, DType::kBFloat16, {65537, 1023}), false},
+      {problem(NormKind::kRmsNorm, DType::kFloat16, {262144, 512}), false},
+      {problem(NormKind::kInstanceNorm, DType::kBFloat16, {64, 64, 1024}), true},
       // GroupNorm: groups of 16 and of 2048 elements.
       {problem(NormKind::kGroupNorm, DType::kFloat32, {2048, 1024, 16}, 1024), false},
       {problem(NormKind::kGroupNorm, DType::kFloat32, {2048, 1024, 16}, 8), true},
@@ -295,11 +301,15 @@ TEST(CpuThreading, AutoStreamsLongFloat32RunsOnly) {
   for (const Case& c : cases) {
     SCOPED_TRACE(std::string(NormKindName(c.p.kind)) + " " + std::string(DTypeName(c.p.output_dtype)) + " " +
                  ShapeString(c.p.input.shape));
-    EXPECT_EQ(StreamsOutput(CpuStores::kAuto, c.p, large), c.streams);
-    EXPECT_FALSE(StreamsOutput(CpuStores::kAuto, c.p, large - 1));
-    EXPECT_TRUE(StreamsOutput(CpuStores::kStreaming, c.p, large));
-    EXPECT_FALSE(StreamsOutput(CpuStores::kStreaming, c.p, large - 1));
-    EXPECT_FALSE(StreamsOutput(CpuStores::kCached, c.p, large));
+    for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
+      SCOPED_TRACE(std::string(CpuIsaName(isa)));
+      const bool half_on_avx512 = c.p.output_dtype != DType::kFloat32 && isa >= CpuIsa::kAvx512;
+      EXPECT_EQ(StreamsOutput(CpuStores::kAuto, isa, c.p, large), c.streams && !half_on_avx512);
+      EXPECT_FALSE(StreamsOutput(CpuStores::kAuto, isa, c.p, large - 1));
+      EXPECT_TRUE(StreamsOutput(CpuStores::kStreaming, isa, c.p, large));
+      EXPECT_FALSE(StreamsOutput(CpuStores::kStreaming, isa, c.p, large - 1));
+      EXPECT_FALSE(StreamsOutput(CpuStores::kCached, isa, c.p, large));
+    }
   }
 }
 

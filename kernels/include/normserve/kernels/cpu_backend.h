@@ -34,16 +34,17 @@ std::string_view CpuStoresName(CpuStores stores);  // "auto", "cached", "streami
 bool ParseCpuStores(std::string_view name, CpuStores* out);
 
 // Whether a Run() whose outputs total `run_output_bytes` writes problem p's
-// output with non-temporal stores. Never below 16 MiB; above it, always with
-// kStreaming, never with kCached, and with kAuto for FLOAT32 outputs written
-// in runs of at least 2 KiB (a LayerNorm/RMSNorm row, a GroupNorm/InstanceNorm
-// group, a BatchNorm channel segment, or a [C, S] row where S <= 16).
-// FLOAT16 / BFLOAT16 kernels do more arithmetic per byte, and so do short
-// runs, where each run's reductions sit between two bursts of stores; on the
-// machine this was measured on, non-temporal stores held both back more than
-// the saved reads gave (docs/cpu-performance.md). The bits are the same either way.
+// output with non-temporal stores, on instruction set `isa`. Never below 16
+// MiB; above it, always with kStreaming, never with kCached, and with kAuto
+// for outputs written in runs of at least 2 KiB (a LayerNorm/RMSNorm row, a
+// GroupNorm/InstanceNorm group, a BatchNorm channel segment, or a [C, S] row
+// where S <= 16), except FLOAT16 / BFLOAT16 outputs on AVX-512. Short runs
+// put each run's reductions between two bursts of stores, and AVX-512's
+// half-type kernels keep up with cached stores; on the machines this was
+// measured on, non-temporal stores held those back more than the saved reads
+// gave (docs/cpu-performance.md). The bits are the same either way.
 // REQUIRES: p passes ValidateProblem (its shape has the rank its kind needs).
-bool StreamsOutput(CpuStores stores, const NormProblem& p, int64_t run_output_bytes);
+bool StreamsOutput(CpuStores stores, CpuIsa isa, const NormProblem& p, int64_t run_output_bytes);
 
 struct CpuBackendOptions {
   // Worker threads, including the calling thread. 0: the cores available to the process.
