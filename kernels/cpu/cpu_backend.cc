@@ -162,7 +162,7 @@ inline void FenceStreamingStores() {
 // 2^k - 1, so gamma is held to 2^(k-1) there. RMSNorm's error is relative
 // to the term (x * rstd) * gamma, so gamma is not bounded there; FLOAT16 /
 // BFLOAT16 RMSNorm with its output in the input's dtype (Kernels::
-// ShortHalfRmsRows) keeps the output pass's double fallback, so beta is
+// ShortHalfRows) keeps the output pass's double fallback, so beta is
 // not bounded there either.
 bool FloatStatsAllowed(const NormProblem& p, const ProblemGeometry& g, const cpu::KernelTable& table) {
   const bool rms = p.kind == NormKind::kRmsNorm;

@@ -85,7 +85,7 @@ struct PreparedProblem {
   // 2^kFloatStatsGammaLog2 / 2^kFloatStatsBetaLog2. FLOAT32 RMSNorm the same,
   // with gamma unbounded: its short rows go through Kernels::ShortFloatRows.
   // FLOAT16 / BFLOAT16 RMSNorm with the output in the input's dtype and gamma
-  // / beta absent or one row's worth, unbounded: Kernels::ShortHalfRmsRows.
+  // / beta absent or one row's worth, unbounded: Kernels::ShortHalfRows.
   bool float_stats = false;
   // Write the output with non-temporal stores: set for outputs much larger
   // than the caches, which would otherwise be read before being overwritten.

@@ -1228,20 +1228,25 @@ struct Kernels {
     }
   }
 
-  // Short FLOAT16 / BFLOAT16 RMSNorm rows (eleventh session) where
-  // float_stats allows (the output in the input's dtype, gamma and beta one
-  // row's worth), at most kShortFloatVectors vectors: one at a time as
-  // ShortFloatRows does them, with ShortRmsTransform's statistics and
-  // NormalizeRowT's output pass (its double fallback where beta cancels and
-  // its denormal tests). Before, they went four at a time through the
-  // general pass, slower than LayerNorm's rows out of cache. Gamma and beta
-  // are loaded where they are, as NormalizeRowT does: copying them to float
-  // buffers first (as ShortFloatRows does) was no faster out of cache and
-  // slower for one row (BFLOAT16, 512 columns: 156-244 ns against 119-128);
-  // calling NormalizeRow for the output pass was slower at 128 columns out
-  // of cache (28.0-36.2 GB/s against 37.3-43.7, BFLOAT16, 2 threads).
-  template <DType DIn, DType DOut, bool kResidual>
-  static void ShortHalfRmsRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
+  // Short FLOAT16 / BFLOAT16 rows, at most kShortFloatVectors vectors, with
+  // the output in the input's dtype, one at a time as ShortFloatRows does
+  // them:
+  // - RMSNorm (eleventh session) where float_stats allows (gamma and beta
+  //   one row's worth), with ShortRmsTransform's statistics.
+  // - LayerNorm (twelfth session, where kShortHalfLayerRows) with any
+  //   parameters, with the statistics the grouped path gives a short row
+  //   (CenteredSums, ChunkMoments: the same bits).
+  // The output pass is NormalizeRowT's (its double fallback where beta
+  // cancels and its denormal tests). Before, such rows went four at a time
+  // through the general pass, slower than LayerNorm's rows out of cache.
+  // Gamma and beta are loaded where they are, as NormalizeRowT does: copying
+  // them to float buffers first (as ShortFloatRows does) was no faster out of
+  // cache and slower for one row (BFLOAT16 RMSNorm, 512 columns: 156-244 ns
+  // against 119-128); calling NormalizeRow for the output pass was slower at
+  // 128 columns out of cache (28.0-36.2 GB/s against 37.3-43.7, BFLOAT16
+  // RMSNorm, 2 threads).
+  template <DType DIn, DType DOut, bool kRms, bool kResidual>
+  static void ShortHalfRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
     const NormProblem& p = *pp.problem;
     const int64_t cols = pp.unit_length;
     const void* x = p.input.data;
@@ -1252,7 +1257,7 @@ struct Kernels {
     const bool stream = pp.stream_output;
     const double inv_dn = 1.0 / static_cast<double>(cols);
     const bool has_gamma = p.gamma.present(), has_beta = p.beta.present(), unit_offset = p.unit_offset;
-    const RowParams prm = ProblemRowParams(pp);  // one row's worth (float_stats)
+    RowParams prm = ProblemRowParams(pp);
     const bool test_cancel = NeedsCancelTest<DOut>(has_beta, pp.float_beta_large);
     const void* const gamma_data = prm.gamma;
     const void* const beta_data = prm.beta;
@@ -1260,21 +1265,36 @@ struct Kernels {
     const F one = S::Set1(1.0f);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t i0 = row * cols;
-      const GroupTransform t = ShortRmsTransform<DIn, kResidual>(x, r, h, i0, cols, inv_dn, p.epsilon);
+      GroupTransform t;
+      if constexpr (kRms) {
+        t = ShortRmsTransform<DIn, kResidual>(x, r, h, i0, cols, inv_dn, p.epsilon);
+      } else {
+        const Moments mo =
+            ChunkMoments(CenteredSums<DIn, kResidual, false>(x, r, h, i0, cols, nullptr), cols);
+        const double var = mo.m2 / mo.count;
+        t = MakeTransformWithRstd(mo.mean, var, RstdOf(var, p.epsilon),
+                                  std::isfinite(mo.mean) && std::isfinite(mo.m2));
+        if (p.out.mean != nullptr) p.out.mean[row] = t.mean_out;
+      }
       if (p.out.rstd != nullptr) p.out.rstd[row] = t.rstd_out;
+      // RMSNorm: float_stats, so gamma and beta are one row's worth.
+      const int64_t gamma_offset = kRms || !has_gamma ? 0 : pp.gamma_rows.Offset(row);
+      const int64_t beta_offset = kRms || !has_beta ? 0 : pp.beta_rows.Offset(row);
       if (__builtin_expect(RstdBeyondFloat(t), 0)) {
+        prm.gamma_offset = gamma_offset;
+        prm.beta_offset = beta_offset;
         NormalizeRow<DIn, DOut>(values, y, i0, cols, t, prm, stream, nullptr, nullptr);
         continue;
       }
-      const F rs = S::Set1(t.rstd);
+      const F pv = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction);
       auto compute = [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
         Lanes l;
         l.v = LoadSome<DIn>(values, i0 + i, rest);
-        // NormalizeRowT's ((v - 0) * rstd - 0): the same bits.
-        const F out = S::Mul(l.v, rs);
-        l.gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, i, rest) : one;
+        // RMSNorm: NormalizeRowT's ((v - 0) * rstd - 0), the same bits.
+        const F out = kRms ? S::Mul(l.v, rs) : S::MulSub(S::Sub(l.v, pv), rs, corr);
+        l.gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, gamma_offset + i, rest) : one;
         const F g = has_gamma && unit_offset ? S::Add(l.gamma, one) : l.gamma;
-        l.beta = has_beta ? LoadParamSome<DIn>(beta_data, beta_f32, i, rest) : S::Zero();
+        l.beta = has_beta ? LoadParamSome<DIn>(beta_data, beta_f32, beta_offset + i, rest) : S::Zero();
         l.y = has_beta ? S::MulAdd(out, g, l.beta) : S::Mul(out, g);
         return l;
       };
@@ -1284,6 +1304,10 @@ struct Kernels {
                              });
     }
   }
+  // Whether short half-type LayerNorm rows take ShortHalfRows: measured
+  // faster on Zen 3 (AVX2, twelfth session); AVX-512, not measured that way
+  // (no such machine that session), keeps the grouped path.
+  static constexpr bool kShortHalfLayerRows = W == 8;
 
   template <DType DIn, DType DOut, bool kRms, bool kResidual>
   static void LayerRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
@@ -1295,9 +1319,13 @@ struct Kernels {
                                 : ShortFloatRows<kRms, kResidual, false>(pp, begin, end);
       }
     }
-    if constexpr (kShortFloatRows && kRms && DIn != DType::kFloat32 && DOut == DIn) {
-      if (pp.float_stats && cols <= kShortFloatVectors * W)
-        return ShortHalfRmsRows<DIn, DOut, kResidual>(pp, begin, end);
+    if constexpr (kShortFloatRows && DIn != DType::kFloat32 && DOut == DIn) {
+      if constexpr (kRms) {
+        if (pp.float_stats && cols <= kShortFloatVectors * W)
+          return ShortHalfRows<DIn, DOut, true, kResidual>(pp, begin, end);
+      } else if constexpr (kShortHalfLayerRows) {
+        if (cols <= kShortFloatVectors * W) return ShortHalfRows<DIn, DOut, false, kResidual>(pp, begin, end);
+      }
     }
     const void* x = p.input.data;
     const void* r = p.residual.data;

@@ -459,6 +459,33 @@ std::vector<std::string> RowsAloneFailures(CpuBackend& backend, ProblemCase& c) 
   return {};
 }
 
+// c again with its statistics returned (mean and rstd per row, LAYER; rstd,
+// RMS), against the reference.
+std::vector<std::string> WithStatsFailures(CpuBackend& backend, const ProblemCase& c) {
+  ProblemCase with_stats = c;
+  with_stats.return_stats = true;
+  with_stats.ResetOutputs();
+  return testing::CompareToReference(backend, with_stats);
+}
+
+// `rows` rows of 100 and of 128 columns with a NaN in row 3 and an infinity
+// in rows 20 and 36, against the reference (their outputs NaN, the others'
+// untouched).
+std::vector<std::string> NonFiniteRowsFailures(CpuBackend& backend, NormKind kind, DType dtype, int64_t rows,
+                                               uint64_t seed) {
+  std::vector<std::string> failures;
+  for (int64_t cols : {100, 128}) {
+    ProblemCase c = AffineCase(kind, dtype, dtype, {rows, cols}, seed);
+    c.name = std::string(NormKindName(kind)) + " " + std::string(DTypeName(dtype)) +
+             " with NaN and Inf rows, " + std::to_string(cols) + " columns";
+    c.input.Set(3 * cols + 17, std::numeric_limits<float>::quiet_NaN());
+    c.input.Set(20 * cols + cols - 1, std::numeric_limits<float>::infinity());
+    c.input.Set(36 * cols, -std::numeric_limits<float>::infinity());
+    for (std::string& f : testing::CompareToReference(backend, c)) failures.push_back(std::move(f));
+  }
+  return failures;
+}
+
 TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
   std::vector<std::string> failures;
   Uniform uniform(0x9e3779b97f4a7c15ull);
@@ -553,7 +580,7 @@ TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
 
 // Short RMSNorm rows sum their squares in float (Kernels::ShortRmsTransform:
 // FLOAT32 rows in ShortFloatRows with |beta| <= 2, FLOAT16 / BFLOAT16 rows
-// in ShortHalfRmsRows with the double fallback for cancelling beta), with
+// in ShortHalfRows with the double fallback for cancelling beta), with
 // gamma unbounded: rows of every magnitude, among them squares that overflow
 // float (1e20) or fall below 2^-90 (1e-25, with epsilon 0 so that they
 // decide rstd), which must take RunSumSquares (FLOAT16 reaches neither: its
@@ -634,23 +661,90 @@ TEST_P(CpuIsaTest, ShortRmsRowsInFloatStayWithinBound) {
           }
           for (std::string& f : RowsAloneFailures(*backend_, c)) failures.push_back(std::move(f));
 
-          ProblemCase with_rstd = c;
-          with_rstd.return_stats = true;
-          with_rstd.ResetOutputs();
-          for (std::string& f : testing::CompareToReference(*backend_, with_rstd))
-            failures.push_back(std::move(f));
+          for (std::string& f : WithStatsFailures(*backend_, c)) failures.push_back(std::move(f));
         }
       }
     }
-    for (int64_t cols : {100, 128}) {
-      ProblemCase c = AffineCase(NormKind::kRmsNorm, dtype, dtype, {kRows, cols}, 86);
-      c.name = "RMSNorm " + std::string(DTypeName(dtype)) + " with NaN and Inf rows, " +
-               std::to_string(cols) + " columns";
-      c.input.Set(3 * cols + 17, std::numeric_limits<float>::quiet_NaN());
-      c.input.Set(20 * cols + cols - 1, std::numeric_limits<float>::infinity());
-      c.input.Set(36 * cols, -std::numeric_limits<float>::infinity());
-      for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+    for (std::string& f : NonFiniteRowsFailures(*backend_, NormKind::kRmsNorm, dtype, kRows, 86))
+      failures.push_back(std::move(f));
+  }
+  ExpectNoFailures(failures);
+}
+
+// Short FLOAT16 / BFLOAT16 LayerNorm rows (Kernels::ShortHalfRows where
+// kShortHalfLayerRows, the grouped pass elsewhere, and rows past 256
+// columns for comparison) with every parameter shape: strictly within 1 ulp
+// of the reference, also for rows far from zero whose outputs sit near the
+// mean (which needs the double mean) and where beta cancels the terms of
+// row 0; rows 5 to 29 alone give the same bits; mean and rstd against the
+// reference; NaN and Inf rows.
+TEST_P(CpuIsaTest, ShortHalfLayerRowsMatchReference) {
+  std::vector<std::string> failures;
+  Uniform uniform(0x7f4a7c159e3779b9ull);
+  constexpr int64_t kRows = 37;
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    auto value = [&](int64_t row) {
+      const double u = uniform();
+      switch (row % 4) {
+        case 0:
+          return u;
+        case 1:  // a few distinct values (BFLOAT16 spacing 8, FLOAT16 0.5): outputs at and near the mean
+          return 1000.0 + 3.0 * u;
+        case 2:
+          return 300.0 + 1e-2 * u;
+        default:
+          return 1e-3 * u;
+      }
+    };
+    for (int64_t cols : {1, 7, 16, 33, 100, 128, 129, 200, 256, 257, 300, 512}) {
+      for (int variant = 0; variant < 7; ++variant) {
+        const bool residual = variant == 1, no_beta = variant == 2, unit_offset = variant == 3;
+        const bool adaptive = variant == 4, half_params = variant == 5, cancelling = variant == 6;
+        CaseSpec spec;
+        spec.kind = NormKind::kLayerNorm;
+        spec.dtype = dtype;
+        spec.params = no_beta    ? testing::ParamMode::kGammaOnly
+                      : adaptive ? testing::ParamMode::kAdaptivePerSample
+                                 : testing::ParamMode::kAffine;
+        spec.param_dtype = half_params ? dtype : DType::kFloat32;
+        spec.unit_offset = unit_offset;
+        spec.residual = residual;
+        spec.epsilon = variant == 0 ? 0.0f : 1e-5f;
+        spec.shape = {kRows, cols};
+        ProblemCase c = testing::MakeRandomCase(spec, 87);
+        c.name = "LayerNorm " + std::string(DTypeName(dtype)) + ", " + std::to_string(cols) + " columns, " +
+                 (residual      ? "residual"
+                  : no_beta     ? "no beta"
+                  : unit_offset ? "unit offset"
+                  : adaptive    ? "adaptive"
+                  : half_params ? "half parameters"
+                  : cancelling  ? "cancelling beta"
+                                : "epsilon 0");
+        for (int64_t row = 0; row < kRows; ++row) {
+          for (int64_t col = 0; col < cols; ++col) {
+            const int64_t i = row * cols + col;
+            const float v = static_cast<float>(value(row));
+            if (residual) {
+              c.input.Set(i, v * 0.5f);
+              c.residual.Set(i, v * 0.5f);
+            } else {
+              c.input.Set(i, v);
+            }
+          }
+        }
+        if (cancelling) {
+          for (int64_t col = 0; col < cols; ++col) c.gamma.Set(col, col % 2 == 0 ? 100.0f : -100.0f);
+          SetBetaToCancel(c, cols);
+        }
+        for (std::string& f : StrictUlpFailures(*backend_, c)) failures.push_back(std::move(f));
+        if (!adaptive) {
+          for (std::string& f : RowsAloneFailures(*backend_, c)) failures.push_back(std::move(f));
+        }
+        for (std::string& f : WithStatsFailures(*backend_, c)) failures.push_back(std::move(f));
+      }
     }
+    for (std::string& f : NonFiniteRowsFailures(*backend_, NormKind::kLayerNorm, dtype, kRows, 88))
+      failures.push_back(std::move(f));
   }
   ExpectNoFailures(failures);
 }
