@@ -839,7 +839,8 @@ struct Kernels {
   // traits ask for it (kPairBf16Stores), BFLOAT16 vectors go out in pairs.
   template <DType DOut, bool kNoDenormals = false, typename Compute>
   NORMSERVE_INLINE static void StoreLoop(void* y, int64_t i0, int64_t n, bool stream, Compute compute) {
-    constexpr bool kPairs = DOut == DType::kBFloat16 && S::kPairBf16Stores;  // kNoDenormals: AVX-512 only
+    // Pairs are AVX2 only, where kNoDenormals changes nothing.
+    constexpr bool kPairs = DOut == DType::kBFloat16 && S::kPairBf16Stores;
     int64_t i = 0;
     if (stream) {
       constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DOut));

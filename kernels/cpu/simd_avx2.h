@@ -96,7 +96,8 @@ struct Avx2Simd {
   // signalling NaN. NaN lanes take no rounding increment, so a quiet NaN
   // (every arithmetic result, and the passes store nothing else) keeps
   // its high bits, which is FloatToBFloat16Bits' (x >> 16) | 0x40; a
-  // signalling one would lose its quiet bit. Masking the increment instead of
+  // signalling one would come out without the quiet bit (as infinity if its
+  // payload lies in the low 16 bits). Masking the increment instead of
   // blending a quietened NaN in saves an operation, and two vectors share one
   // pack and permute (FloatToBFloat16x16): on Zen 3 (AVX2 only) the
   // conversion was most of a BFLOAT16 output pass.

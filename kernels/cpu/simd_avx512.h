@@ -151,8 +151,6 @@ struct Avx512SimdT {
   static constexpr bool kBf16StoreTestsDenormals = kNativeBf16;
   // BFLOAT16 output loops store one vector at a time (see Avx2Simd).
   static constexpr bool kPairBf16Stores = false;
-  static void StoreBf16Pair(void*, int64_t, F, F) {}
-  static void StreamBf16Pair(void*, int64_t, F, F) {}
   template <DType D, bool kNoDenormals = false>
   static __m256i Narrow(F v) {
     if constexpr (D == DType::kFloat16) {

@@ -48,8 +48,6 @@ struct ScalarSimd {
   static constexpr bool kBf16StoreTestsDenormals = false;
   // BFLOAT16 output loops store one vector at a time (see Avx2Simd).
   static constexpr bool kPairBf16Stores = false;
-  static void StoreBf16Pair(void*, int64_t, F, F) {}
-  static void StreamBf16Pair(void*, int64_t, F, F) {}
   // Cancellation test (see Avx512SimdT::GapMax): here the largest
   // |shift| / |result| seen (infinite where result is 0 and shift is not).
   using G = float;
