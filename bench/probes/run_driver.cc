@@ -1,5 +1,5 @@
-// run_driver: times CpuBackend::Run() on one FLOAT32 LayerNorm or RMSNorm
-// problem, the way the eleventh session measured the store modes and the
+// run_driver: times CpuBackend::Run() on one LayerNorm or RMSNorm
+// problem, the way the eleventh and twelfth sessions measured the store modes and the
 // short-row paths (docs/cpu-performance.md). Not part of the build.
 //
 //   cmake -S kernels -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release
