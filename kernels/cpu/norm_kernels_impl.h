@@ -210,6 +210,20 @@ struct Kernels {
     }
   }
 
+  // The vectors at i and i + W for a pass that only adds them up: in some
+  // fixed order of their 2W elements (the traits' kUnpackedBf16Pairs: fewer
+  // operations), else in order. The order depends on nothing but i, so a
+  // row's sums stay the same bits wherever the row sits.
+  template <DType D, bool kResidual>
+  NORMSERVE_INLINE static void LoadInputPair(const void* x, const void* r, void* h, int64_t i, F* a, F* b) {
+    if constexpr (D == DType::kBFloat16 && !kResidual && S::kUnpackedBf16Pairs) {
+      S::LoadBf16Unpacked(x, i, a, b);
+    } else {
+      *a = LoadInput<D, kResidual>(x, r, h, i);
+      *b = LoadInput<D, kResidual>(x, r, h, i + W);
+    }
+  }
+
   // The statistics passes' share of the row prefetch (kSplitPrefetch): at
   // element i of a pass, the bytes at pf + i * size / kStatsPrefetchDivisor,
   // so a pass over a row prefetches half a row (FLOAT32) or a whole one.
@@ -254,8 +268,10 @@ struct Kernels {
     int64_t i = 0;
     for (; i + 2 * W <= n; i += 2 * W) {
       if constexpr (kPrefetch) PrefetchStatsShare<D>(pf, i);
-      add(0, LoadInput<D, kResidual>(x, r, h, i0 + i));
-      add(1, LoadInput<D, kResidual>(x, r, h, i0 + i + W));
+      F v0, v1;
+      LoadInputPair<D, kResidual>(x, r, h, i0 + i, &v0, &v1);
+      add(0, v0);
+      add(1, v1);
     }
     if (i + W <= n) {
       add(0, LoadInput<D, kResidual>(x, r, h, i0 + i));
@@ -309,8 +325,8 @@ struct Kernels {
     F a0 = S::Zero(), a1 = S::Zero();
     int64_t i = 0;
     for (; i + 2 * W <= n; i += 2 * W) {
-      const F v0 = LoadInput<D, kResidual>(x, r, h, i0 + i);
-      const F v1 = LoadInput<D, kResidual>(x, r, h, i0 + i + W);
+      F v0, v1;
+      LoadInputPair<D, kResidual>(x, r, h, i0 + i, &v0, &v1);
       a0 = S::MulAdd(v0, v0, a0);
       a1 = S::MulAdd(v1, v1, a1);
     }
@@ -378,8 +394,8 @@ struct Kernels {
     int64_t i = 0;
     for (; i + 2 * W <= n; i += 2 * W) {
       if constexpr (kPrefetch) PrefetchStatsShare<D>(pf, i);
-      const F v0 = LoadInput<D, kResidual>(x, r, h, i0 + i);
-      const F v1 = LoadInput<D, kResidual>(x, r, h, i0 + i + W);
+      F v0, v1;
+      LoadInputPair<D, kResidual>(x, r, h, i0 + i, &v0, &v1);
       add(0, v0, v0);
       add(1, v1, v1);
     }
@@ -636,7 +652,12 @@ struct Kernels {
                    NORMSERVE_LAMBDA_INLINE { a[k] = kSquares ? S::MulAdd(v, v, a[k]) : S::Add(a[k], v); };
     int64_t e = 0;
     for (; e + 4 * W <= cols; e += 4 * W) {
-      for (int k = 0; k < 4; ++k) add(k, LoadInput<D, kResidual>(x, r, h, i0 + e + k * W));
+      for (int k = 0; k < 4; k += 2) {
+        F v0, v1;
+        LoadInputPair<D, kResidual>(x, r, h, i0 + e + k * W, &v0, &v1);
+        add(k, v0);
+        add(k + 1, v1);
+      }
     }
     for (int k = 0; k < 4 && e + k * W < cols; ++k) {
       add(k, LoadInputPartial<D, kResidual>(x, r, h, i0 + e + k * W, ShortLanes(cols, e + k * W)));
@@ -839,8 +860,10 @@ struct Kernels {
   // traits ask for it (kPairBf16Stores), BFLOAT16 vectors go out in pairs.
   template <DType DOut, bool kNoDenormals = false, typename Compute>
   NORMSERVE_INLINE static void StoreLoop(void* y, int64_t i0, int64_t n, bool stream, Compute compute) {
-    // Pairs are AVX2 only, where kNoDenormals changes nothing.
-    constexpr bool kPairs = DOut == DType::kBFloat16 && S::kPairBf16Stores;
+    // AVX2 pairs any vectors (kNoDenormals changes nothing there); AVX512_BF16
+    // only those known to hold no denormal.
+    constexpr bool kPairs = DOut == DType::kBFloat16 &&
+                            (S::kPairBf16Stores || (kNoDenormals && S::kPairBf16StoresWithoutDenormals));
     int64_t i = 0;
     if (stream) {
       constexpr int64_t kElem = static_cast<int64_t>(DTypeSize(DOut));

@@ -169,6 +169,9 @@ struct Avx2Simd {
   // BFLOAT16 output loops store two vectors at a time (StoreLoop), which
   // shares the pack and permute of FloatToBFloat16x16 between them.
   static constexpr bool kPairBf16Stores = true;
+  static constexpr bool kPairBf16StoresWithoutDenormals = true;
+  // Reductions load BFLOAT16 pairs in order (see Avx512Simd: not measured here).
+  static constexpr bool kUnpackedBf16Pairs = false;
   static void StoreBf16Pair(void* p, int64_t i, F a, F b) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(p) + i), FloatToBFloat16x16(a, b));
   }

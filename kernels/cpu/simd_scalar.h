@@ -48,6 +48,9 @@ struct ScalarSimd {
   static constexpr bool kBf16StoreTestsDenormals = false;
   // BFLOAT16 output loops store one vector at a time (see Avx2Simd).
   static constexpr bool kPairBf16Stores = false;
+  static constexpr bool kPairBf16StoresWithoutDenormals = false;
+  // Reductions load BFLOAT16 in order (see Avx512Simd).
+  static constexpr bool kUnpackedBf16Pairs = false;
   // Cancellation test (see Avx512SimdT::GapMax): here the largest
   // |shift| / |result| seen (infinite where result is 0 and shift is not).
   using G = float;
