@@ -749,6 +749,66 @@ TEST_P(CpuIsaTest, ShortHalfLayerRowsMatchReference) {
   ExpectNoFailures(failures);
 }
 
+// FLOAT16 / BFLOAT16 LayerNorm rows of up to 1024 columns sum x and x^2
+// unshifted in double (Kernels::CenteredPass); a row far from zero with a
+// tiny spread is where that could lose M2 to sum(x)^2 / n. Rows of n - 1
+// copies of v and one neighbouring value w (n = 100 to 1024, v at and near
+// binade edges, epsilon 0): rstd = n / (|w - v| sqrt(n - 1)) exactly, so
+// the returned rstd (float) must be it correctly rounded, and the FLOAT32
+// outputs within their bound. Without ChunkMoments' exact remainder of
+// sum(x)^2 / n, some of these rstd were a float ulp off.
+TEST_P(CpuIsaTest, HalfRowsFarFromZeroKeepTheirVariance) {
+  std::vector<std::string> failures;
+  struct Row {
+    DType dtype;
+    float v, w;
+  };
+  // FLOAT16: spacing 0.5 in [512, 1024), 1 in [1024, 2048), 32 in [32768,
+  // 65504]; BFLOAT16: 4 in [512, 1024), 8 in [1024, 2048), 0.5 in [64, 128).
+  const Row rows[] = {{DType::kFloat16, 1000.0f, 1000.5f},  {DType::kFloat16, 1023.5f, 1024.0f},
+                      {DType::kFloat16, 2047.0f, 2046.0f},  {DType::kFloat16, 60000.0f, 60032.0f},
+                      {DType::kFloat16, -777.0f, -776.5f},  {DType::kBFloat16, 1000.0f, 1004.0f},
+                      {DType::kBFloat16, 1016.0f, 1024.0f}, {DType::kBFloat16, 127.5f, 127.0f},
+                      {DType::kBFloat16, -99.5f, -100.0f}};
+  for (const Row& row : rows) {
+    for (int64_t cols : {100, 129, 333, 512, 999, 1000, 1023, 1024}) {
+      CaseSpec spec;
+      spec.kind = NormKind::kLayerNorm;
+      spec.dtype = row.dtype;
+      spec.params = testing::ParamMode::kAffine;
+      spec.output_dtype = DType::kFloat32;
+      spec.return_stats = true;
+      spec.epsilon = 0.0f;
+      spec.shape = {3, cols};
+      ProblemCase c = testing::MakeRandomCase(spec, 91);
+      c.name = "LayerNorm " + std::string(DTypeName(row.dtype)) + " " + std::to_string(row.v) + " and one " +
+               std::to_string(row.w) + ", " + std::to_string(cols) + " columns";
+      for (int64_t r = 0; r < 3; ++r) {
+        for (int64_t col = 0; col < cols; ++col)
+          c.input.Set(r * cols + col, col == (r * 37) % cols ? row.w : row.v);
+      }
+      for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+      const long double n = static_cast<long double>(cols);
+      const long double exact =
+          n / (std::fabs(static_cast<long double>(row.w) - row.v) * std::sqrt(n - 1.0L));
+      // rstd in double is within about 2^-50 of it, so the float rstd is it
+      // correctly rounded: within half an ulp (and a hair, for the double's
+      // own error).
+      const float want = static_cast<float>(exact);
+      const long double ulp = std::nextafter(want, std::numeric_limits<float>::infinity()) - want;
+      for (int64_t r = 0; r < 3; ++r) {
+        const float got = c.rstd[static_cast<size_t>(r)];
+        if (!(std::fabs(static_cast<long double>(got) - exact) <= ulp * (0.5L + 0x1p-20L))) {
+          failures.push_back(c.name + ": row " + std::to_string(r) + " rstd " + std::to_string(got) +
+                             ", want " + std::to_string(want) +
+                             " (within half a float ulp of the exact value)");
+        }
+      }
+    }
+  }
+  ExpectNoFailures(failures);
+}
+
 // Short FLOAT16 / BFLOAT16 RMSNorm rows keep NormalizeRowT's double
 // fallback where beta cancels: rows of 41 (or -41, gamma of the same sign)
 // with epsilon 0 have exact squares and rstd = 1/41 in double, but float
