@@ -13,11 +13,10 @@
 //   formula in double. FLOAT32: sum(x - pivot) and sum((x - pivot)^2) in
 //   double vector accumulators, the pivot being the chunk's first value;
 //   the shifted sums stay exact to far below the variance unless the pivot
-//   is ~10^6 standard deviations off the mean. FLOAT16 / BFLOAT16
-//   (HalfChunkMoments): sum(x) in double, exact for their short
-//   significands, and sum((x - pivot)^2) in float blocks (it only sets
-//   rstd), around the mean of the first vector, again around the mean when
-//   that pivot is too far off. RMS: sum(x^2) in float blocks (SquaresPass).
+//   is ~10^6 standard deviations off the mean. FLOAT16 / BFLOAT16:
+//   sum(x) and sum(x^2), unshifted, in double (CenteredPass): exact or
+//   nearly, for their short significands. RMS: sum(x^2) in float blocks
+//   (SquaresPass).
 //   No E[x^2]-E[x]^2 in float anywhere.
 // - The output is ((x - pivot) * rstd - correction) * gamma + beta, where
 //   pivot is the mean rounded to float and correction = (mean - pivot) * rstd
@@ -246,28 +245,34 @@ struct Kernels {
   // in FLOAT16 / BFLOAT16 need. In double the pivot only has to be near the
   // data (shifted-data algorithm); the caller uses the chunk's first value.
   //
-  // FLOAT16 / BFLOAT16 chunks here hold at most kShortRowBytes, so n <=
-  // 1024, and are not shifted: the pivot is 0 and sum(x), sum(x^2) are what
-  // is added (two double operations a vector fewer; Zen 5, one thread in
-  // cache, 3 alternating rounds: BFLOAT16 LayerNorm 512 columns 83-85 ->
-  // 78-80 ns a row, FLOAT16 1024 columns 182-184 -> 164-166, BFLOAT16 128
-  // columns 36.1-36.2 -> 35.6-35.8). sum(x) is exact as in HalfChunkMoments, every
-  // x^2 is exact in double (at most 22 significant bits), and M2 = sum(x^2)
-  // - sum(x)^2 / n (ChunkMoments) stays close to M2 = n sigma^2:
+  // FLOAT16 / BFLOAT16 chunks (n <= kStatsChunk = 4096) are not shifted:
+  // the pivot is 0 and sum(x), sum(x^2) are what is added (two double
+  // operations a vector fewer; Zen 5, one thread in cache, 3 alternating
+  // rounds: BFLOAT16 LayerNorm 512 columns 83-85 -> 78-80 ns a row, FLOAT16
+  // 1024 columns 182-184 -> 164-166, BFLOAT16 128 columns 36.1-36.2 ->
+  // 35.6-35.8; rows longer than 1024 took HalfChunkMoments, float squares
+  // around the first vector's mean in blocks, which this matched: 16 rows of
+  // 4096, BFLOAT16 582-599 -> 573-580 ns, FLOAT16 673-676 -> 655-661). sum(x)
+  // is exact: FLOAT16 values are multiples of 2^-24 below 2^16, so a chunk's
+  // sum (below 2^28) is; BFLOAT16 sums are while the chunk's values span
+  // fewer than 2^33 binades, and within 2^-41 of the largest value
+  // otherwise. Every x^2 is exact in double (at most 22 significant bits),
+  // and M2 = sum(x^2) - sum(x)^2 / n (ChunkMoments) stays close to M2 = n
+  // sigma^2:
   // - mu^2 <= 4 n sigma^2: each term is rounded at most n / 2 + 2 times (the
   //   scalar path's two accumulators; the vector paths far fewer), so
-  //   sum(x^2) = M2 + n mu^2 <= (1 + 4n) M2 is within 2^-44 of itself and
-  //   sum(x)^2 / n (at most sum(x^2)) within 2^-52; so M2 is within 2^-43
-  //   (1 + 4n) <= 2^-30.9 of itself.
+  //   sum(x^2) = M2 + n mu^2 <= (1 + 4n) M2 is within 2^-42 of itself and
+  //   sum(x)^2 / n (at most sum(x^2)) within 2^-52; so M2 is within 2^-41
+  //   (1 + 4n) <= 2^-26.9 of itself (rstd within 2^-27.9).
   // - mu^2 > 4 n sigma^2: every x then lies within |mu| / 2 of mu (one that
   //   did not would alone put mu^2 / 4 into M2), so the x^2 span less than 4
-  //   binades and their sum (under 40 bits from its top to the last bit of
-  //   the smallest x^2) is exact, as are sum(x) (under 24 bits) and its
+  //   binades and their sum (under 39 bits from its top to the last bit of
+  //   the smallest x^2) is exact, as are sum(x) (under 26 bits) and its
   //   square; ChunkMoments' exact remainder then leaves M2 within 2^-52 of
   //   itself.
   template <DType D>
   static constexpr bool kUnshiftedSums = D != DType::kFloat32;
-  static_assert(kShortRowBytes / 2 <= 1024, "CenteredPass' bound for half types takes n <= 1024");
+  static_assert(kStatsChunk <= 4096, "CenteredPass' bounds for half types take n <= 4096");
   template <DType D, bool kResidual, bool kPrefetch = false>
   static void CenteredPass(const void* x, const void* r, void* h, int64_t i0, int64_t n, float pivot,
                            double* sum_d, double* sum_d2, const char* pf) {
@@ -396,111 +401,6 @@ struct Kernels {
                                          : SquaresBlockWide<D, kResidual>(x, r, h, i0 + b0, len);
     }
     return total;
-  }
-
-  // One block (at most kSquaresBlock elements) of HalfChunkMoments: adds
-  // x[i0, i0 + n) (or h = x + r, written to h) to the double accumulators
-  // `sums` (2 * S::kWidth lanes: exact sums of half-type values, below) and
-  // returns sum((x - pivot)^2) in float, per lane (two accumulators of at
-  // most 16 terms a lane: within 2^-19, all terms positive).
-  template <DType D, bool kResidual, bool kPrefetch>
-  NORMSERVE_INLINE static F HalfBlock(const void* x, const void* r, void* h, int64_t i0, int64_t n, F p,
-                                      typename S::D sums[4], const char* pf) {
-    F q[2] = {S::Zero(), S::Zero()};
-    auto add = [&](int k, F v, F centered) NORMSERVE_LAMBDA_INLINE {
-      typename S::D lo, hi;
-      S::Widen(v, &lo, &hi);
-      sums[2 * k] = S::DAdd(sums[2 * k], lo);
-      if constexpr (S::kHasHighHalf) sums[2 * k + 1] = S::DAdd(sums[2 * k + 1], hi);
-      const F d = S::Sub(centered, p);
-      q[k] = S::MulAdd(d, d, q[k]);
-    };
-    int64_t i = 0;
-    for (; i + 2 * W <= n; i += 2 * W) {
-      if constexpr (kPrefetch) PrefetchStatsShare<D>(pf, i);
-      F v0, v1;
-      LoadInputPair<D, kResidual>(x, r, h, i0 + i, &v0, &v1);
-      add(0, v0, v0);
-      add(1, v1, v1);
-    }
-    if (i + W <= n) {
-      const F v = LoadInput<D, kResidual>(x, r, h, i0 + i);
-      add(0, v, v);
-      i += W;
-    }
-    if (i < n) {
-      // Lanes past the end load 0 for the sum and hold the pivot for the squares.
-      const int rest = static_cast<int>(n - i);
-      const F v = LoadInputPartial<D, kResidual>(x, r, h, i0 + i, rest);
-      add(1, v, S::SelectFirst(v, p, rest));
-    }
-    return S::Add(q[0], q[1]);
-  }
-
-  // sum((x - pivot)^2) over [i0, i0 + n) block by block: each block's float
-  // lanes added to double lanes (no horizontal sum per block, whose latency
-  // showed in the profile), unless some lane is outside FloatSquaresUsable's
-  // range (lanes past a short block's end hold 0 and count too): then the
-  // block is summed again in double.
-  template <DType D, bool kResidual, bool kPrefetch>
-  static double HalfSquares(const void* x, const void* r, void* h, int64_t i0, int64_t n, float pivot,
-                            typename S::D sums[4], const char* pf) {
-    using DV = typename S::D;
-    DV lanes[2] = {S::DSet1(0.0), S::DSet1(0.0)};
-    double redone = 0;
-    const F p = S::Set1(pivot);
-    for (int64_t b0 = 0; b0 < n; b0 += kSquaresBlock) {
-      const int64_t len = std::min(kSquaresBlock, n - b0);
-      const F block =
-          HalfBlock<D, kResidual, kPrefetch>(x, r, h, i0 + b0, len, p, sums, AdvanceStatsShare<D>(pf, b0));
-      if (S::AllWithin(block, kFloatSquaresMin, std::numeric_limits<float>::max())) {
-        DV lo, hi;
-        S::Widen(block, &lo, &hi);
-        lanes[0] = S::DAdd(lanes[0], lo);
-        if constexpr (S::kHasHighHalf) lanes[1] = S::DAdd(lanes[1], hi);
-      } else {
-        redone += SquaresBlockWide<D, kResidual>(x, r, h, i0 + b0, len, pivot);
-      }
-    }
-    return S::DReduceAdd(S::DAdd(lanes[0], lanes[1])) + redone;
-  }
-
-  // Moments of one chunk of FLOAT16 / BFLOAT16 values (or of h = round(x +
-  // r), written to h), with half CenteredPass's double work:
-  // - The mean from sum(x) in double, with no pivot: FLOAT16 values are
-  //   multiples of 2^-24 below 2^16, so every chunk sum (kStatsChunk = 2^12
-  //   of them, below 2^28) is exact in double; BFLOAT16 sums are exact while
-  //   the chunk's values span fewer than 2^33 binades, and within 2^-41 of the
-  //   largest value otherwise (CenteredPass: of the largest distance from its pivot).
-  // - M2 from sum((x - pivot)^2) in float (HalfSquares, within 2^-19),
-  //   minus n (mean - pivot)^2 in double; it only sets rstd. The pivot is
-  //   the mean of the first vector, so the squares around it are rarely more
-  //   than twice M2. Where they are (2^-18 of M2 or more could be lost), the
-  //   squares are summed again around the mean, from cache.
-  template <DType D, bool kResidual, bool kPrefetch>
-  static Moments HalfChunkMoments(const void* x, const void* r, void* h, int64_t i0, int64_t n,
-                                  const char* pf) {
-    using DV = typename S::D;
-    const int first = static_cast<int>(std::min<int64_t>(W, n));
-    const float pivot =
-        S::ReduceAdd(LoadInputPartial<D, kResidual>(x, r, h, i0, first)) / static_cast<float>(first);
-    DV sums[4] = {S::DSet1(0.0), S::DSet1(0.0), S::DSet1(0.0), S::DSet1(0.0)};
-    double squares = HalfSquares<D, kResidual, kPrefetch>(x, r, h, i0, n, pivot, sums, pf);
-    const double dn = static_cast<double>(n);
-    Moments m;
-    m.count = dn;
-    m.mean = S::DReduceAdd(S::DAdd(S::DAdd(sums[0], sums[1]), S::DAdd(sums[2], sums[3]))) / dn;
-    double shift = m.mean - static_cast<double>(pivot);
-    if (std::isfinite(m.mean) && !(dn * shift * shift <= 0.5 * squares)) {
-      // h holds the values normalized, so the second pass reads it as input.
-      const float centre = static_cast<float>(m.mean);
-      const void* values = kResidual ? static_cast<const void*>(h) : x;
-      DV unused[4] = {S::DSet1(0.0), S::DSet1(0.0), S::DSet1(0.0), S::DSet1(0.0)};
-      squares = HalfSquares<D, false, false>(values, nullptr, nullptr, i0, n, centre, unused, nullptr);
-      shift = m.mean - static_cast<double>(centre);
-    }
-    m.m2 = std::max(0.0, squares - dn * shift * shift);
-    return m;
   }
 
   // One chunk's shifted sums (CenteredPass) and the pivot they are around:
@@ -788,28 +688,21 @@ struct Kernels {
     for (int64_t c = 0; c < n; c += kStatsChunk) {
       const int64_t len = std::min(kStatsChunk, n - c);
       const char* chunk_pf = AdvanceStatsShare<D>(pf, c);
-      // Chunks of a short row's size or less keep the shifted double sums:
-      // there the pivot's reduction and the per-block steps of
-      // HalfChunkMoments cost more than its arithmetic saves (128-column
-      // BFLOAT16 LayerNorm was about 10% slower out of cache with it), and
-      // FloatCenteredSums' pivot samples are most of the chunk (512 rows of
-      // 128 FLOAT32 columns in cache took 24.0 us with them against
-      // 17.7-17.9).
-      if (len * static_cast<int64_t>(DTypeSize(D)) > kShortRowBytes) {
-        if constexpr (D != DType::kFloat32) {
-          MergeMoments(total, HalfChunkMoments<D, kResidual, kPrefetch>(x, r, h, i0 + c, len, chunk_pf));
-          continue;
-        } else {
-          if (float_stats) {
-            ChunkSums sums;
-            if (!FloatCenteredSums<kResidual, kPrefetch>(x, r, h, i0 + c, len, chunk_pf, &sums)) {
-              // From cache; h, if any, is written and holds the values.
-              const void* values = kResidual ? static_cast<const void*>(h) : x;
-              sums = CenteredSums<D, false, false>(values, nullptr, nullptr, i0 + c, len, nullptr);
-            }
-            MergeMoments(total, ChunkMoments(sums, len));
-            continue;
+      // FLOAT32 chunks of a short row's size or less keep the double sums:
+      // FloatCenteredSums' pivot samples are most of such a chunk (512 rows
+      // of 128 FLOAT32 columns in cache took 24.0 us with them against
+      // 17.7-17.9). FLOAT16 / BFLOAT16 always take the (unshifted) double
+      // sums, CenteredPass.
+      if constexpr (D == DType::kFloat32) {
+        if (float_stats && len * static_cast<int64_t>(DTypeSize(D)) > kShortRowBytes) {
+          ChunkSums sums;
+          if (!FloatCenteredSums<kResidual, kPrefetch>(x, r, h, i0 + c, len, chunk_pf, &sums)) {
+            // From cache; h, if any, is written and holds the values.
+            const void* values = kResidual ? static_cast<const void*>(h) : x;
+            sums = CenteredSums<D, false, false>(values, nullptr, nullptr, i0 + c, len, nullptr);
           }
+          MergeMoments(total, ChunkMoments(sums, len));
+          continue;
         }
       }
       MergeMoments(total,

@@ -749,11 +749,12 @@ TEST_P(CpuIsaTest, ShortHalfLayerRowsMatchReference) {
   ExpectNoFailures(failures);
 }
 
-// FLOAT16 / BFLOAT16 LayerNorm rows of up to 1024 columns sum x and x^2
-// unshifted in double (Kernels::CenteredPass); a row far from zero with a
-// tiny spread is where that could lose M2 to sum(x)^2 / n. Rows of n - 1
-// copies of v and one neighbouring value w (n = 100 to 1024, v at and near
-// binade edges, epsilon 0): rstd = n / (|w - v| sqrt(n - 1)) exactly, so
+// FLOAT16 / BFLOAT16 LayerNorm rows sum x and x^2 unshifted in double, a
+// chunk of 4096 at a time (Kernels::CenteredPass); a row far from zero with
+// a tiny spread is where that could lose M2 to sum(x)^2 / n. Rows of n - 1
+// copies of v and one neighbouring value w (n = 100 to 6000: one chunk or
+// two, v at and near binade edges, epsilon 0): rstd = n / (|w - v| sqrt(n -
+// 1)) exactly, so
 // the returned rstd (float) must be it correctly rounded, and the FLOAT32
 // outputs within their bound. Without ChunkMoments' exact remainder of
 // sum(x)^2 / n, some of these rstd were a float ulp off.
@@ -771,7 +772,7 @@ TEST_P(CpuIsaTest, HalfRowsFarFromZeroKeepTheirVariance) {
                       {DType::kBFloat16, 1016.0f, 1024.0f}, {DType::kBFloat16, 127.5f, 127.0f},
                       {DType::kBFloat16, -99.5f, -100.0f}};
   for (const Row& row : rows) {
-    for (int64_t cols : {100, 129, 333, 512, 999, 1000, 1023, 1024}) {
+    for (int64_t cols : {100, 129, 333, 512, 999, 1000, 1023, 1024, 2047, 4095, 6000}) {
       CaseSpec spec;
       spec.kind = NormKind::kLayerNorm;
       spec.dtype = row.dtype;
