@@ -12,14 +12,19 @@
 // input and output); 2 / 3: the same in BFLOAT16, 4 / 5 in FLOAT16 (gamma
 // and beta stay FLOAT32). Input
 // N(0.3, 1). Prints, for three rounds, the fastest of CALLS calls (ns a row
-// and us a call). OFFSET: the output's byte offset from a 64-byte boundary;
+// and us a call) and the median. With NORMSERVE_AB_STORES=cached,streaming
+// (any list of store modes) one backend per mode takes turns call by call,
+// and each mode's figures are printed (the thirteenth session's store-mode
+// comparison). OFFSET: the output's byte offset from a 64-byte boundary;
 // without it, the output is where std::vector puts it (16 bytes past a
 // boundary for large buffers, as the server's protobuf strings are).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "normserve/kernels/cpu_backend.h"
@@ -54,7 +59,30 @@ int main(int argc, char** argv) {
   const uint64_t bytes = static_cast<uint64_t>(rows * cols) * DTypeSize(dt);
   CpuBackendOptions o;
   o.threads = threads;
-  CpuBackend be(o);
+  // NORMSERVE_AB_STORES=cached,streaming: one backend per store mode, their
+  // calls taking turns within each round (so a slow spell of the VM hits
+  // both), each mode's fastest and median call printed.
+  std::vector<CpuStores> modes;
+  if (const char* ab = getenv("NORMSERVE_AB_STORES")) {
+    std::string list(ab);
+    for (size_t start = 0; start <= list.size();) {
+      const size_t end = std::min(list.find(',', start), list.size());
+      CpuStores m;
+      if (!ParseCpuStores(list.substr(start, end - start), &m)) {
+        fprintf(stderr, "bad NORMSERVE_AB_STORES\n");
+        return 2;
+      }
+      modes.push_back(m);
+      start = end + 1;
+    }
+  }
+  std::vector<std::unique_ptr<CpuBackend>> backends;
+  for (CpuStores m : modes) {
+    CpuBackendOptions om = o;
+    om.stores = m;
+    backends.push_back(std::make_unique<CpuBackend>(om));
+  }
+  if (backends.empty()) backends.push_back(std::make_unique<CpuBackend>(o));
   NormProblem p;
   p.kind = rms ? NormKind::kRmsNorm : NormKind::kLayerNorm;
   p.input = {dt, {rows, cols}, x.data(), bytes};
@@ -63,18 +91,25 @@ int main(int argc, char** argv) {
   p.output_dtype = dt;
   p.out.output = y;
   for (int round = 0; round < 3; ++round) {
-    double best = 1e30;
+    std::vector<std::vector<double>> times(backends.size());
     for (int c = 0; c < calls; ++c) {
-      auto t0 = std::chrono::steady_clock::now();
-      auto st = be.Run(&p, 1);
-      auto t1 = std::chrono::steady_clock::now();
-      if (!st.ok()) {
-        printf("fail\n");
-        return 1;
+      for (size_t k = 0; k < backends.size(); ++k) {
+        auto t0 = std::chrono::steady_clock::now();
+        auto st = backends[k]->Run(&p, 1);
+        auto t1 = std::chrono::steady_clock::now();
+        if (!st.ok()) {
+          printf("fail\n");
+          return 1;
+        }
+        times[k].push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
       }
-      best = std::min(best, std::chrono::duration<double, std::nano>(t1 - t0).count());
     }
-    printf("%lld x %lld: %.1f ns/row (%.1f us)\n", (long long)rows, (long long)cols, best / rows,
-           best / 1000);
+    for (size_t k = 0; k < backends.size(); ++k) {
+      std::sort(times[k].begin(), times[k].end());
+      const double best = times[k].front(), median = times[k][times[k].size() / 2];
+      const std::string mode = modes.empty() ? "" : " " + std::string(CpuStoresName(modes[k]));
+      printf("%lld x %lld%s: %.1f ns/row (%.1f us), median %.1f ns/row\n", (long long)rows, (long long)cols,
+             mode.c_str(), best / rows, best / 1000, median / rows);
+    }
   }
 }
