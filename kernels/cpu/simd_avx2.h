@@ -79,12 +79,6 @@ struct Avx2Simd {
     const __m256i mask = _mm256_cmpgt_epi32(gap, _mm256_set1_epi32(log2 << 23));
     return _mm256_blendv_ps(below, above, _mm256_castsi256_ps(mask));
   }
-  // Whether lo <= v <= hi in every lane (false for NaN).
-  static bool AllWithin(F v, float lo, float hi) {
-    const __m256 in = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_set1_ps(lo), _CMP_GE_OQ),
-                                    _mm256_cmp_ps(v, _mm256_set1_ps(hi), _CMP_LE_OQ));
-    return _mm256_movemask_ps(in) == 0xff;
-  }
   static F SelectFirst(F v, F fallback, int n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);

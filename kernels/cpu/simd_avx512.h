@@ -106,12 +106,6 @@ struct Avx512SimdT {
     const __m512i gap = GapMax(GapInit(), result, shift);
     return _mm512_mask_mov_ps(below, _mm512_cmpgt_epi32_mask(gap, _mm512_set1_epi32(log2 << 23)), above);
   }
-  // Whether lo <= v <= hi in every lane (false for NaN).
-  static bool AllWithin(F v, float lo, float hi) {
-    const __mmask16 in = _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(v, _mm512_set1_ps(lo), _CMP_GE_OQ), v,
-                                                 _mm512_set1_ps(hi), _CMP_LE_OQ);
-    return in == 0xffff;
-  }
   static F SelectFirst(F v, F fallback, int n) { return _mm512_mask_mov_ps(fallback, FirstLanes(n), v); }
 
   static __m256i FloatToBFloat16x16(F v) {
@@ -169,14 +163,11 @@ struct Avx512SimdT {
   // ns a row. Others store one vector at a time (see Avx2Simd).
   static constexpr bool kPairBf16Stores = false;
   static constexpr bool kPairBf16StoresWithoutDenormals = kNativeBf16;
-  // a then b, rounded. REQUIRES (with kNativeBf16): no lane of a or b is a
-  // denormal. Without it (never paired, see above) the integer rounding.
+  // a then b, rounded. REQUIRES: kNativeBf16 (only that tier pairs), and no
+  // lane of a or b is a denormal.
   static __m512i FloatToBFloat16x32(F a, F b) {
-    if constexpr (kNativeBf16) {
-      return (__m512i)_mm512_cvtne2ps_pbh(b, a);
-    } else {
-      return _mm512_inserti64x4(_mm512_castsi256_si512(FloatToBFloat16x16(a)), FloatToBFloat16x16(b), 1);
-    }
+    static_assert(kNativeBf16, "vcvtne2ps2bf16 is AVX512_BF16");
+    return (__m512i)_mm512_cvtne2ps_pbh(b, a);
   }
   // REQUIRES: as FloatToBFloat16x32.
   static void StoreBf16Pair(void* p, int64_t i, F a, F b) {

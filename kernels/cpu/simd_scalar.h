@@ -64,8 +64,6 @@ struct ScalarSimd {
   static F SelectGapAbove(F above, F below, F result, F shift, int log2) {
     return GapAbove(GapMax(GapInit(), result, shift), log2) ? above : below;
   }
-  // Whether lo <= v <= hi (false for NaN).
-  static bool AllWithin(F v, float lo, float hi) { return v >= lo && v <= hi; }
   // Lanes below n from v, the rest from fallback.
   static F SelectFirst(F v, F fallback, int n) { return n > 0 ? v : fallback; }
 
