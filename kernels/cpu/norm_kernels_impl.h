@@ -317,31 +317,22 @@ struct Kernels {
     *sum_d2 = S::DReduceAdd(q);
   }
 
-  // Sum of (x - pivot)^2 over x[i0, i0 + n) (or over h, written with
-  // kResidual) in double, where x - pivot is exact.
+  // Sum of x^2 over x[i0, i0 + n) (or over h, written with kResidual) in
+  // double, where every square is exact.
   template <DType D, bool kResidual>
-  static double SquaresBlockWide(const void* x, const void* r, void* h, int64_t i0, int64_t n,
-                                 float pivot = 0.0f) {
+  static double SquaresBlockWide(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
     using DV = typename S::D;
-    const DV zero = S::DSet1(0.0), p = S::DSet1(pivot);
-    DV q_lo = zero, q_hi = zero;
+    DV q_lo = S::DSet1(0.0), q_hi = S::DSet1(0.0);
     auto add = [&](F v) NORMSERVE_LAMBDA_INLINE {
       DV lo, hi;
       S::Widen(v, &lo, &hi);
-      lo = S::DSub(lo, p);
       q_lo = S::DMulAdd(lo, lo, q_lo);
-      if constexpr (S::kHasHighHalf) {
-        hi = S::DSub(hi, p);
-        q_hi = S::DMulAdd(hi, hi, q_hi);
-      }
+      if constexpr (S::kHasHighHalf) q_hi = S::DMulAdd(hi, hi, q_hi);
     };
     int64_t i = 0;
     for (; i + W <= n; i += W) add(LoadInput<D, kResidual>(x, r, h, i0 + i));
-    if (i < n) {
-      // Lanes past the end hold the pivot, so they add exactly zero.
-      const int rest = static_cast<int>(n - i);
-      add(S::SelectFirst(LoadInputPartial<D, kResidual>(x, r, h, i0 + i, rest), S::Set1(pivot), rest));
-    }
+    // Lanes past the end load 0.
+    if (i < n) add(LoadInputPartial<D, kResidual>(x, r, h, i0 + i, static_cast<int>(n - i)));
     return S::DReduceAdd(S::DAdd(q_lo, q_hi));
   }
 
