@@ -179,12 +179,9 @@ struct Avx2Simd {
   static void StoreBf16Pair(void* p, int64_t i, F a, F b) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(p) + i), FloatToBFloat16x16(a, b));
   }
-  // REQUIRES: the address is aligned to 16 bytes.
+  // REQUIRES: the address is aligned to 32 bytes.
   static void StreamBf16Pair(void* p, int64_t i, F a, F b) {
-    const __m256i h = FloatToBFloat16x16(a, b);
-    auto* q = reinterpret_cast<__m128i*>(static_cast<uint16_t*>(p) + i);
-    _mm_stream_si128(q, _mm256_castsi256_si128(h));
-    _mm_stream_si128(q + 1, _mm256_extracti128_si256(h, 1));
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(p) + i), FloatToBFloat16x16(a, b));
   }
   template <DType D>
   static void StorePartial(void* p, int64_t i, F v, int n) {

@@ -173,12 +173,9 @@ struct Avx512SimdT {
   static void StoreBf16Pair(void* p, int64_t i, F a, F b) {
     _mm512_storeu_si512(static_cast<uint16_t*>(p) + i, FloatToBFloat16x32(a, b));
   }
-  // REQUIRES: as FloatToBFloat16x32, and the address aligned to 32 bytes.
+  // REQUIRES: as FloatToBFloat16x32, and the address aligned to 64 bytes.
   static void StreamBf16Pair(void* p, int64_t i, F a, F b) {
-    const __m512i h = FloatToBFloat16x32(a, b);
-    auto* q = reinterpret_cast<__m256i*>(static_cast<uint16_t*>(p) + i);
-    _mm256_stream_si256(q, _mm512_castsi512_si256(h));
-    _mm256_stream_si256(q + 1, _mm512_extracti64x4_epi64(h, 1));
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(static_cast<uint16_t*>(p) + i), FloatToBFloat16x32(a, b));
   }
   template <DType D, bool kNoDenormals = false>
   static __m256i Narrow(F v) {
