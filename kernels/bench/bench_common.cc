@@ -51,6 +51,7 @@ std::string RecordToJson(const BenchRecord& r) {
   s += ",\"threads\":" + std::to_string(r.threads);
   s += ",\"isa\":" + Quote(r.isa);
   if (!r.stores.empty()) s += ",\"stores\":" + Quote(r.stores);
+  if (r.buffer_offset != 0) s += ",\"buffer_offset\":" + std::to_string(r.buffer_offset);
   s += ",\"device\":" + Quote(r.device);
   s += ",\"seconds\":" + Number(r.seconds);
   s += ",\"gbps\":" + Number(r.gbps);

@@ -34,6 +34,10 @@ struct BenchOptions {
   int repetitions = 0;
   // Run the peers (oneDNN / PyTorch) where available.
   bool peers = true;
+  // CPU: input and output start this many bytes past a 64-byte boundary
+  // (the server's tensors start 16 past one: protobuf strings), for the
+  // kernel, the copy and the peer alike. 0 to 63.
+  int64_t buffer_offset = 0;
   // Stamped into every record.
   std::string git_commit;
   std::string date;
@@ -45,16 +49,17 @@ struct BenchRecord {
   DType dtype = DType::kFloat32;
   int64_t rows = 0;
   int64_t cols = 0;
-  int threads = 0;          // CPU threads; 0 on the GPU
-  std::string isa;          // CPU ISA, empty on the GPU
-  std::string stores;       // CPU store mode (CpuStoresName), empty on the GPU
-  std::string device;       // CPU model or GPU name
-  double seconds = 0;       // median seconds per call
-  double gbps = 0;          // bytes moved / seconds / 1e9
-  double copy_gbps = 0;     // memcpy / cudaMemcpyAsync D2D of the same bytes, same run
-  double frac_of_copy = 0;  // gbps / copy_gbps (CPU out of cache: the median of per-round ratios, TimeCase)
-  bool in_cache = false;    // working set below 4x LLC / L2 and not flushed
-  std::string peer;         // e.g. "onednn-2.6", "torch-1.13", "torch-2.11-eager"; empty if none
+  int threads = 0;            // CPU threads; 0 on the GPU
+  std::string isa;            // CPU ISA, empty on the GPU
+  std::string stores;         // CPU store mode (CpuStoresName), empty on the GPU
+  int64_t buffer_offset = 0;  // CPU: BenchOptions::buffer_offset; written only when not 0
+  std::string device;         // CPU model or GPU name
+  double seconds = 0;         // median seconds per call
+  double gbps = 0;            // bytes moved / seconds / 1e9
+  double copy_gbps = 0;       // memcpy / cudaMemcpyAsync D2D of the same bytes, same run
+  double frac_of_copy = 0;    // gbps / copy_gbps (CPU out of cache: the median of per-round ratios, TimeCase)
+  bool in_cache = false;      // working set below 4x LLC / L2 and not flushed
+  std::string peer;           // e.g. "onednn-2.6", "torch-1.13", "torch-2.11-eager"; empty if none
   double peer_gbps = 0;
   std::string git_commit;
   std::string date;

@@ -51,7 +51,7 @@ void Usage() {
       "         [--cols N,...] [--rows N,...] [--threads N,...] [--isa scalar|avx2|avx512|avx512_bf16]\n"
       "         [--stores auto|cached|streaming] [--quick] [--reps N] [--max_ws BYTES[K|M|G]] [--no_peers] "
       "[--out FILE]\n"
-      "         [--git_commit SHA] [--date YYYY-MM-DD]\n");
+      "         [--offset BYTES] [--git_commit SHA] [--date YYYY-MM-DD]\n");
 }
 
 std::vector<std::string> SplitList(std::string_view s) {
@@ -298,8 +298,21 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
                device.c_str(), static_cast<long long>(llc / kMiB), static_cast<long long>(max_ws / kMiB),
                reps);
 
-  // Each buffer holds half the largest working set; every case views a prefix.
-  Buffer input(static_cast<size_t>(max_ws / 2)), output(static_cast<size_t>(max_ws / 2));
+  // Each buffer holds half the largest working set (and the offset); every
+  // case views a prefix from buffer_offset bytes on.
+  const int64_t offset = options.buffer_offset;
+  if (offset < 0 || offset > 63) {
+    std::fprintf(stderr, "normserve-kernel-bench: --offset must be 0 to 63\n");
+    return 2;
+  }
+  Buffer input_buffer(static_cast<size_t>(max_ws / 2 + offset)),
+      output_buffer(static_cast<size_t>(max_ws / 2 + offset));
+  struct View {
+    uint8_t* data;
+    size_t size;
+  };
+  const View input{input_buffer.data + offset, static_cast<size_t>(max_ws / 2)},
+      output{output_buffer.data + offset, static_cast<size_t>(max_ws / 2)};
   for (int threads : threads_list) {
     CpuBackendOptions backend_options;
     backend_options.threads = threads;
@@ -353,6 +366,7 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
             r.threads = backend.threads();
             r.isa = isa;
             r.stores = std::string(CpuStoresName(backend.stores()));
+            r.buffer_offset = offset;
             r.device = device;
             r.in_cache = data_bytes < 4 * llc;
             r.git_commit = options.git_commit;
@@ -414,8 +428,8 @@ int RunCpuBench(const BenchOptions& options, std::FILE* out) {
 
 int main(int argc, char** argv) {
   static constexpr std::string_view kValueFlags[] = {
-      "--backend", "--out",  "--isa",     "--git_commit", "--date",   "--kind",  "--dtype",
-      "--cols",    "--rows", "--threads", "--reps",       "--max_ws", "--stores"};
+      "--backend", "--out",  "--isa",     "--git_commit", "--date",   "--kind",   "--dtype",
+      "--cols",    "--rows", "--threads", "--reps",       "--max_ws", "--stores", "--offset"};
   using namespace normserve::kernels;
   using namespace normserve::kernels::bench;
   BenchOptions options;
@@ -490,6 +504,9 @@ int main(int argc, char** argv) {
       int64_t v;
       if (!ParseInt(value, &v) || v < 1) return bad("expects a positive integer");
       options.repetitions = static_cast<int>(v);
+    } else if (arg == "--offset") {
+      if (!ParseInt(value, &options.buffer_offset) || options.buffer_offset < 0 || options.buffer_offset > 63)
+        return bad("expects 0 to 63 bytes");
     } else if (arg == "--max_ws") {
       if (!ParseInt(value, &options.max_working_set_bytes)) return bad("expects bytes, e.g. 256M");
     } else {
