@@ -784,9 +784,10 @@ struct Kernels {
                                                                    (DOut == DType::kBFloat16 ? 2 : 1));
   // The elements of y[i0, i0 + n) before the first that starts at such a
   // boundary (0 where none does: a short run not streamed, or an address not
-  // a multiple of the element size).
+  // a multiple of the element size; always 0 for the scalar traits).
   template <DType DOut>
   NORMSERVE_INLINE static int64_t HeadElements(const void* y, int64_t i0, int64_t n, bool stream) {
+    if constexpr (W == 1) return 0;
     constexpr uintptr_t kElem = DTypeSize(DOut);
     if (!stream && n * static_cast<int64_t>(kElem) < kAlignedRunBytes) return 0;
     const uintptr_t misaligned = (reinterpret_cast<uintptr_t>(y) + static_cast<uintptr_t>(i0) * kElem) %
@@ -804,6 +805,8 @@ struct Kernels {
   // value. kNoDenormals: the full vectors hold no denormal (S::Store's
   // kNoDenormals); partial vectors always take the tested store. Where the
   // traits ask for it (kPairBf16Stores), BFLOAT16 vectors go out in pairs.
+  // kAlignHead = false: the caller has stored the head (CheckedStoreLoop),
+  // so the run starts aligned or not at all.
   template <DType DOut, bool kNoDenormals = false, bool kAlignHead = true, typename Compute>
   NORMSERVE_INLINE static void StoreLoop(void* y, int64_t i0, int64_t n, bool stream, Compute compute) {
     // AVX2 pairs any vectors (kNoDenormals changes nothing there); AVX512_BF16
@@ -811,7 +814,7 @@ struct Kernels {
     constexpr bool kPairs = DOut == DType::kBFloat16 &&
                             (S::kPairBf16Stores || (kNoDenormals && S::kPairBf16StoresWithoutDenormals));
     int64_t i = 0;
-    if constexpr (W > 1 && kAlignHead) {
+    if constexpr (kAlignHead) {
       const int64_t head = HeadElements<DOut>(y, i0, n, stream);
       while (i < head) {
         const int rest = static_cast<int>(std::min<int64_t>(W, head - i));
