@@ -17,7 +17,9 @@
 // and each mode's figures are printed (the thirteenth session's store-mode
 // comparison). OFFSET: the output's byte offset from a 64-byte boundary;
 // without it, the output is where std::vector puts it (16 bytes past a
-// boundary for large buffers, as the server's protobuf strings are).
+// boundary for large buffers, as the server's protobuf strings are). A list
+// (0,16) takes turns call by call in the same way (fifteenth session), and
+// NORMSERVE_INPUT_OFFSET places the input likewise.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -39,19 +41,39 @@ int main(int argc, char** argv) {
   int threads = atoi(argv[3]), kind = atoi(argv[4]), calls = atoi(argv[5]);
   const DType dt = kind < 2 ? DType::kFloat32 : kind < 4 ? DType::kBFloat16 : DType::kFloat16;
   const bool rms = kind % 2 == 1;
-  std::vector<float> x(rows * cols), yv(rows * cols + 64), g(cols), b(cols);
-  // argv[6]: byte offset of the output from a 64-byte boundary (default: as malloc gives it)
-  float* y = yv.data();
-  if (argc > 6)
-    y = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(yv.data()) + 63) / 64 * 64 + atoi(argv[6]));
-  fprintf(stderr, "output address mod 64 = %d\n", static_cast<int>(reinterpret_cast<uintptr_t>(y) % 64));
+  std::vector<float> xv(rows * cols + 64), yv(rows * cols + 64), g(cols), b(cols);
+  // NORMSERVE_INPUT_OFFSET: the input's byte offset from a 64-byte boundary
+  // (default: as malloc gives it, 16 past one for large buffers).
+  float* x = xv.data();
+  if (const char* in_off = getenv("NORMSERVE_INPUT_OFFSET"))
+    x = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(xv.data()) + 63) / 64 * 64 + atoi(in_off));
+  fprintf(stderr, "input address mod 64 = %d\n", static_cast<int>(reinterpret_cast<uintptr_t>(x) % 64));
+  // argv[6]: byte offset of the output from a 64-byte boundary (default: as
+  // malloc gives it); a comma list (0,16) takes turns call by call, as
+  // NORMSERVE_AB_STORES does, each offset's figures printed.
+  std::vector<float*> outs;
+  std::vector<int> offsets;
+  if (argc > 6) {
+    const std::string list(argv[6]);
+    for (size_t start = 0; start <= list.size();) {
+      const size_t end = std::min(list.find(',', start), list.size());
+      offsets.push_back(atoi(list.substr(start, end - start).c_str()));
+      outs.push_back(
+          reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(yv.data()) + 63) / 64 * 64 + offsets.back()));
+      start = end + 1;
+    }
+  } else {
+    outs.push_back(yv.data());
+  }
+  for (float* y : outs)
+    fprintf(stderr, "output address mod 64 = %d\n", static_cast<int>(reinterpret_cast<uintptr_t>(y) % 64));
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.3f, 1.0f);
-  for (auto& v : x) v = nd(rng);
+  for (int64_t i = 0; i < rows * cols; ++i) x[i] = nd(rng);
   for (auto& v : g) v = 1.0f + 0.1f * nd(rng);
   for (auto& v : b) v = 0.1f * nd(rng);
   if (dt != DType::kFloat32) {  // the half values, packed into the front of x
-    auto* h = reinterpret_cast<uint16_t*>(x.data());
+    auto* h = reinterpret_cast<uint16_t*>(x);
     for (int64_t i = 0; i < rows * cols; ++i) {
       h[i] = dt == DType::kBFloat16 ? FloatToBFloat16Bits(x[i]) : FloatToHalfBits(x[i]);
     }
@@ -83,19 +105,24 @@ int main(int argc, char** argv) {
     backends.push_back(std::make_unique<CpuBackend>(om));
   }
   if (backends.empty()) backends.push_back(std::make_unique<CpuBackend>(o));
+  if (backends.size() > 1 && outs.size() > 1) {
+    fprintf(stderr, "either several store modes or several offsets\n");
+    return 2;
+  }
   NormProblem p;
   p.kind = rms ? NormKind::kRmsNorm : NormKind::kLayerNorm;
-  p.input = {dt, {rows, cols}, x.data(), bytes};
+  p.input = {dt, {rows, cols}, x, bytes};
   p.gamma = {DType::kFloat32, {cols}, g.data(), (uint64_t)(cols * 4)};
   if (!rms) p.beta = {DType::kFloat32, {cols}, b.data(), (uint64_t)(cols * 4)};
   p.output_dtype = dt;
-  p.out.output = y;
   for (int round = 0; round < 3; ++round) {
-    std::vector<std::vector<double>> times(backends.size());
+    const size_t ways = std::max(backends.size(), outs.size());
+    std::vector<std::vector<double>> times(ways);
     for (int c = 0; c < calls; ++c) {
-      for (size_t k = 0; k < backends.size(); ++k) {
+      for (size_t k = 0; k < ways; ++k) {
+        p.out.output = outs[outs.size() > 1 ? k : 0];
         auto t0 = std::chrono::steady_clock::now();
-        auto st = backends[k]->Run(&p, 1);
+        auto st = backends[backends.size() > 1 ? k : 0]->Run(&p, 1);
         auto t1 = std::chrono::steady_clock::now();
         if (!st.ok()) {
           printf("fail\n");
@@ -104,10 +131,12 @@ int main(int argc, char** argv) {
         times[k].push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
       }
     }
-    for (size_t k = 0; k < backends.size(); ++k) {
+    for (size_t k = 0; k < ways; ++k) {
       std::sort(times[k].begin(), times[k].end());
       const double best = times[k].front(), median = times[k][times[k].size() / 2];
-      const std::string mode = modes.empty() ? "" : " " + std::string(CpuStoresName(modes[k]));
+      const std::string mode = modes.size() > 1     ? " " + std::string(CpuStoresName(modes[k]))
+                               : offsets.size() > 1 ? " offset " + std::to_string(offsets[k])
+                                                    : "";
       printf("%lld x %lld%s: %.1f ns/row (%.1f us), median %.1f ns/row\n", (long long)rows, (long long)cols,
              mode.c_str(), best / rows, best / 1000, median / rows);
     }
