@@ -137,16 +137,31 @@ constexpr int kPartsPerThread = 4;
 // rows). Whether that read costs more than the stores' back-pressure on the
 // kernel depends on the arithmetic per byte and on the length of the runs
 // stored between two reductions: kAuto streams outputs in runs of at least
-// kStreamRunBytes, except FLOAT16 / BFLOAT16 outputs on AVX-512. Out of
-// cache, 128 MiB in, FLOAT32 LayerNorm with gamma and beta on one thread
-// took 29.4 ms streaming against 15.7 cached at 64 columns, 19.1 against
-// 14.6 at 256, and 16.7 against 18.3 at 512 (AVX-512 machine, eleventh
-// session). Half-type outputs: on that machine BFLOAT16 LayerNorm with 4096
-// columns took 8.2-8.4 ms streaming against 7.0-7.2 cached; on Zen 3 (AVX2
-// only) streaming was ahead from 2 KiB runs on, FLOAT16 RMSNorm by 10-40%
-// (docs/cpu-performance.md, twelfth session).
+// kStreamRunBytes. Out of cache, 128 MiB in, FLOAT32 LayerNorm with gamma
+// and beta on one thread took 29.4 ms streaming against 15.7 cached at 64
+// columns, 19.1 against 14.6 at 256, and 16.7 against 18.3 at 512 (AVX-512
+// machine, eleventh session). Until the fifteenth session FLOAT16 / BFLOAT16
+// outputs on AVX-512 stayed cached (BFLOAT16 LayerNorm, 4096 columns:
+// 8.2-8.4 ms streaming against 7.0-7.2 cached); since streamed runs prefetch
+// the next run for writing (Kernels::PrefetchNextRun), streaming is ahead
+// there too: Zen 5, 2 threads, output 16 bytes past a line, run_driver with
+// both modes taking turns call by call, ns a row cached / streaming:
+// BFLOAT16 LayerNorm 1024 columns 144 / 124-133, 4096 columns 613-652 /
+// 561-563, FLOAT16 LayerNorm 1024 columns 174-180 / 139-141, BFLOAT16
+// RMSNorm 1024 columns 117-121 / 95-96 (FLOAT32 RMSNorm 1024 columns 179-195
+// / 123-125). On Zen 3 (AVX2 only) streaming was ahead from 2 KiB runs on
+// already (docs/cpu-performance.md, twelfth session). A 1 KiB run is now
+// level (FLOAT32 LayerNorm 256 columns 46-49 cached, 45-47 streaming) and a
+// 512-byte one still behind (22 / 30), so the threshold stays.
+// BFLOAT16 outputs of the centered kinds (all but RMSNorm) on AVX-512 stream
+// from 8 KiB runs only: the benchmark, 2 threads, out of cache, BFLOAT16
+// LayerNorm frac_of_copy cached / streaming at 2048 columns: 0.59 / 0.50,
+// 0.68 / 0.53 (output 16 bytes past a line), 0.64 / 0.57, 0.61 / 0.48 (on
+// a line), level at 1024 and 4096 columns in the same runs, streaming ahead
+// from 8192 (the fifteenth session's results in docs/cpu-performance.md).
 constexpr int64_t kStreamOutputBytes = int64_t{16} << 20;
 constexpr int64_t kStreamRunBytes = int64_t{2} << 10;
+constexpr int64_t kStreamRunBytesBf16Centered = int64_t{8} << 10;
 
 // Non-temporal stores are weakly ordered; this makes them visible before a
 // part reports completion to the thread that waits for it.
@@ -279,13 +294,15 @@ void ForEachPieceOfPart(const std::vector<WorkItem>& items, int64_t total, int p
 bool StreamsOutput(CpuStores stores, CpuIsa isa, const NormProblem& p, int64_t run_output_bytes) {
   if (run_output_bytes < kStreamOutputBytes || stores == CpuStores::kCached) return false;
   if (stores == CpuStores::kStreaming) return true;
-  if (p.output_dtype != DType::kFloat32 && isa >= CpuIsa::kAvx512) return false;
   // The elements each output loop writes in one go (norm_kernels_impl.h):
   // a row, a group, or for BatchNorm a [C, S] row of short channel runs
   // (BatchElements) and a channel segment otherwise.
   const ProblemGeometry g = ComputeGeometry(p);
   const int64_t run = p.kind == NormKind::kBatchNorm && g.spatial > cpu::kShortSpatial ? g.spatial : g.cols;
-  return run * static_cast<int64_t>(DTypeSize(p.output_dtype)) >= kStreamRunBytes;
+  const int64_t run_bytes = run * static_cast<int64_t>(DTypeSize(p.output_dtype));
+  if (p.output_dtype == DType::kBFloat16 && p.kind != NormKind::kRmsNorm && isa >= CpuIsa::kAvx512)
+    return run_bytes >= kStreamRunBytesBf16Centered;
+  return run_bytes >= kStreamRunBytes;
 }
 
 struct CpuBackend::Impl {

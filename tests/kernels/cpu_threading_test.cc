@@ -275,36 +275,40 @@ TEST(CpuThreading, AutoStreamsLongRunsOnly) {
   struct Case {
     NormProblem p;
     bool streams;
+    bool streams_on_avx512;
   };
   const Case cases[] = {
-      {problem(NormKind::kLayerNorm, DType::kFloat32, {65536, 512}), true},
-      {problem(NormKind::kLayerNorm, DType::kFloat32, {65537, 511}), false},
-      {problem(NormKind::kRmsNorm, DType::kFloat32, {262144, 128}), false},
-      {problem(NormKind::kRmsNorm, DType::kFloat32, {4096, 4096}), true},
-      // Half types: 2 KiB is 1024 elements.
-      {problem(NormKind::kLayerNorm, DType::kBFloat16, {4096, 4096}), true},
-      {problem(NormKind::kLayerNorm, DType::kFloat16, {65536, 1024}), true},
-      {problem(NormKind::kRmsNorm, DType::kBFloat16, {65537, 1023}), false},
-      {problem(NormKind::kRmsNorm, DType::kFloat16, {262144, 512}), false},
-      {problem(NormKind::kInstanceNorm, DType::kBFloat16, {64, 64, 1024}), true},
+      {problem(NormKind::kLayerNorm, DType::kFloat32, {65536, 512}), true, true},
+      {problem(NormKind::kLayerNorm, DType::kFloat32, {65537, 511}), false, false},
+      {problem(NormKind::kRmsNorm, DType::kFloat32, {262144, 128}), false, false},
+      {problem(NormKind::kRmsNorm, DType::kFloat32, {4096, 4096}), true, true},
+      // Half types: 2 KiB is 1024 elements. BFLOAT16 outputs of the centered
+      // kinds stream from 8 KiB runs on AVX-512.
+      {problem(NormKind::kLayerNorm, DType::kBFloat16, {4096, 4096}), true, true},
+      {problem(NormKind::kLayerNorm, DType::kBFloat16, {16384, 4095}), true, false},
+      {problem(NormKind::kRmsNorm, DType::kBFloat16, {65536, 1024}), true, true},
+      {problem(NormKind::kLayerNorm, DType::kFloat16, {65536, 1024}), true, true},
+      {problem(NormKind::kRmsNorm, DType::kBFloat16, {65537, 1023}), false, false},
+      {problem(NormKind::kRmsNorm, DType::kFloat16, {262144, 512}), false, false},
+      {problem(NormKind::kInstanceNorm, DType::kBFloat16, {64, 64, 1024}), true, false},
       // GroupNorm: groups of 16 and of 2048 elements.
-      {problem(NormKind::kGroupNorm, DType::kFloat32, {2048, 1024, 16}, 1024), false},
-      {problem(NormKind::kGroupNorm, DType::kFloat32, {2048, 1024, 16}, 8), true},
-      {problem(NormKind::kInstanceNorm, DType::kFloat32, {64, 64, 100}), false},
-      {problem(NormKind::kInstanceNorm, DType::kFloat32, {64, 64, 4096}), true},
+      {problem(NormKind::kGroupNorm, DType::kFloat32, {2048, 1024, 16}, 1024), false, false},
+      {problem(NormKind::kGroupNorm, DType::kFloat32, {2048, 1024, 16}, 8), true, true},
+      {problem(NormKind::kInstanceNorm, DType::kFloat32, {64, 64, 100}), false, false},
+      {problem(NormKind::kInstanceNorm, DType::kFloat32, {64, 64, 4096}), true, true},
       // BatchNorm: short channel runs go along [C, S] rows, longer ones by segment.
-      {problem(NormKind::kBatchNorm, DType::kFloat32, {32768, 1024}), true},
-      {problem(NormKind::kBatchNorm, DType::kFloat32, {32768, 64, 4}), false},
-      {problem(NormKind::kBatchNorm, DType::kFloat32, {2048, 64, 512}), true},
-      {problem(NormKind::kBatchNorm, DType::kFloat32, {2048, 64, 500}), false},
+      {problem(NormKind::kBatchNorm, DType::kFloat32, {32768, 1024}), true, true},
+      {problem(NormKind::kBatchNorm, DType::kFloat32, {32768, 64, 4}), false, false},
+      {problem(NormKind::kBatchNorm, DType::kFloat32, {2048, 64, 512}), true, true},
+      {problem(NormKind::kBatchNorm, DType::kFloat32, {2048, 64, 500}), false, false},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(std::string(NormKindName(c.p.kind)) + " " + std::string(DTypeName(c.p.output_dtype)) + " " +
                  ShapeString(c.p.input.shape));
     for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
       SCOPED_TRACE(std::string(CpuIsaName(isa)));
-      const bool half_on_avx512 = c.p.output_dtype != DType::kFloat32 && isa >= CpuIsa::kAvx512;
-      EXPECT_EQ(StreamsOutput(CpuStores::kAuto, isa, c.p, large), c.streams && !half_on_avx512);
+      EXPECT_EQ(StreamsOutput(CpuStores::kAuto, isa, c.p, large),
+                isa >= CpuIsa::kAvx512 ? c.streams_on_avx512 : c.streams);
       EXPECT_FALSE(StreamsOutput(CpuStores::kAuto, isa, c.p, large - 1));
       EXPECT_TRUE(StreamsOutput(CpuStores::kStreaming, isa, c.p, large));
       EXPECT_FALSE(StreamsOutput(CpuStores::kStreaming, isa, c.p, large - 1));

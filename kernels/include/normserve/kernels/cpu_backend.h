@@ -38,11 +38,12 @@ bool ParseCpuStores(std::string_view name, CpuStores* out);
 // MiB; above it, always with kStreaming, never with kCached, and with kAuto
 // for outputs written in runs of at least 2 KiB (a LayerNorm/RMSNorm row, a
 // GroupNorm/InstanceNorm group, a BatchNorm channel segment, or a [C, S] row
-// where S <= 16), except FLOAT16 / BFLOAT16 outputs on AVX-512. Short runs
-// put each run's reductions between two bursts of stores, and AVX-512's
-// half-type kernels keep up with cached stores; on the machines this was
-// measured on, non-temporal stores held those back more than the saved reads
-// gave (docs/cpu-performance.md). The bits are the same either way.
+// where S <= 16); on AVX-512, BFLOAT16 outputs of every kind but RMSNorm
+// in runs of at least 8 KiB (until the fifteenth session, no FLOAT16 or
+// BFLOAT16 output streamed there). Short runs put each run's reductions between
+// two bursts of stores; on the machines this was measured on, non-temporal
+// stores held those back more than the saved reads gave
+// (docs/cpu-performance.md). The bits are the same either way.
 // REQUIRES: p passes ValidateProblem (its shape has the rank its kind needs).
 bool StreamsOutput(CpuStores stores, CpuIsa isa, const NormProblem& p, int64_t run_output_bytes);
 
