@@ -21,8 +21,8 @@
 
 // prfchw: PREFETCHW, which every AVX-512 CPU has, for the output
 // prefetches of streamed runs (Kernels::PrefetchNextRun). The AVX2 file
-// leaves it out (Intel added it with Broadwell): there that prefetch is
-// an ordinary one.
+// leaves it out (Intel added it with Broadwell), and that tier goes without
+// the prefetch (Avx2Simd::kPrefetchNextRun).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c,prfchw")

@@ -805,7 +805,8 @@ struct Kernels {
   // outputs start 16 bytes past one) the line two runs share, which their
   // partial vectors write with ordinary stores, would miss with the stores
   // behind it waiting. A prefetch never faults, so past the end of the
-  // output it is merely wasted. Measured with run_driver, out of cache, 2
+  // output it is merely wasted. AVX-512 tiers only (S::kPrefetchNextRun).
+  // Measured with run_driver, out of cache, 2
   // threads, output 16 bytes past a line, ns a row, alternating runs:
   // FLOAT32 LayerNorm 512 columns 97-129 -> 95-120 (median of 6 runs 123
   // -> 102; on a line 100 -> 84), RMSNorm 1024 columns 197-205 -> 123-125
@@ -814,7 +815,7 @@ struct Kernels {
   // 655-667 where the last line alone had been slower (739-759).
   template <DType DOut>
   NORMSERVE_INLINE static void PrefetchNextRun(void* y, int64_t i0, int64_t n, bool stream) {
-    if (!stream) return;
+    if (!S::kPrefetchNextRun || !stream) return;
     constexpr uintptr_t kPage = 4096;
     const uintptr_t bytes = static_cast<uintptr_t>(n) * static_cast<uintptr_t>(DTypeSize(DOut));
     // Integer arithmetic: the address may lie past the end of the buffer.

@@ -164,6 +164,11 @@ struct Avx2Simd {
   // shares the pack and permute of FloatToBFloat16x16 between them.
   static constexpr bool kPairBf16Stores = true;
   static constexpr bool kPairBf16StoresWithoutDenormals = true;
+  // No next-run prefetch (Kernels::PrefetchNextRun): this tier is built
+  // without PREFETCHW (Haswell lacks it), and an ordinary prefetch there
+  // made streamed FLOAT32 RMSNorm slower (forced on Zen 5, 65536x1024, 2
+  // threads, 136-157 -> 157-184 ns a row).
+  static constexpr bool kPrefetchNextRun = false;
   // Reductions load BFLOAT16 pairs with one load and two in-lane unpacks,
   // as Avx512Simd does: a holds elements 0-3 and 8-11, b the others. The
   // AVX2 path forced on Zen 5 (NORMSERVE_CPU_ISA=avx2), one thread, two

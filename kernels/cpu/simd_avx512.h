@@ -163,6 +163,8 @@ struct Avx512SimdT {
   // ns a row. Others store one vector at a time (see Avx2Simd).
   static constexpr bool kPairBf16Stores = false;
   static constexpr bool kPairBf16StoresWithoutDenormals = kNativeBf16;
+  // Streamed runs prefetch the next run with PREFETCHW (Kernels::PrefetchNextRun).
+  static constexpr bool kPrefetchNextRun = true;
   // a then b, rounded. REQUIRES: kNativeBf16 (only that tier pairs), and no
   // lane of a or b is a denormal.
   static __m512i FloatToBFloat16x32(F a, F b) {

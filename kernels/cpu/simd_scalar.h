@@ -49,6 +49,8 @@ struct ScalarSimd {
   // BFLOAT16 output loops store one vector at a time (see Avx2Simd).
   static constexpr bool kPairBf16Stores = false;
   static constexpr bool kPairBf16StoresWithoutDenormals = false;
+  // No next-run prefetch (see Avx2Simd).
+  static constexpr bool kPrefetchNextRun = false;
   // Reductions load BFLOAT16 in order (see Avx512Simd).
   static constexpr bool kUnpackedBf16Pairs = false;
   // Cancellation test (see Avx512SimdT::GapMax): here the largest
