@@ -32,6 +32,22 @@
 #include "normserve/kernels/cpu_backend.h"
 #include "normserve/kernels/problem.h"
 using namespace normserve::kernels;
+
+// The items of a comma-separated list ("0,16", "cached,streaming").
+static std::vector<std::string> SplitCommas(const std::string& list) {
+  std::vector<std::string> items;
+  for (size_t start = 0; start <= list.size();) {
+    const size_t end = std::min(list.find(',', start), list.size());
+    items.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return items;
+}
+
+// `offset` bytes past the first 64-byte boundary at or after `base`.
+static float* AtOffset(float* base, int offset) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(base) + 63) / 64 * 64 + offset);
+}
 int main(int argc, char** argv) {
   if (argc < 6) {
     fprintf(stderr, "usage: run_driver ROWS COLS THREADS KIND CALLS [OFFSET]\n");
@@ -45,8 +61,7 @@ int main(int argc, char** argv) {
   // NORMSERVE_INPUT_OFFSET: the input's byte offset from a 64-byte boundary
   // (default: as malloc gives it, 16 past one for large buffers).
   float* x = xv.data();
-  if (const char* in_off = getenv("NORMSERVE_INPUT_OFFSET"))
-    x = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(xv.data()) + 63) / 64 * 64 + atoi(in_off));
+  if (const char* in_off = getenv("NORMSERVE_INPUT_OFFSET")) x = AtOffset(xv.data(), atoi(in_off));
   fprintf(stderr, "input address mod 64 = %d\n", static_cast<int>(reinterpret_cast<uintptr_t>(x) % 64));
   // argv[6]: byte offset of the output from a 64-byte boundary (default: as
   // malloc gives it); a comma list (0,16) takes turns call by call, as
@@ -54,13 +69,9 @@ int main(int argc, char** argv) {
   std::vector<float*> outs;
   std::vector<int> offsets;
   if (argc > 6) {
-    const std::string list(argv[6]);
-    for (size_t start = 0; start <= list.size();) {
-      const size_t end = std::min(list.find(',', start), list.size());
-      offsets.push_back(atoi(list.substr(start, end - start).c_str()));
-      outs.push_back(
-          reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(yv.data()) + 63) / 64 * 64 + offsets.back()));
-      start = end + 1;
+    for (const std::string& item : SplitCommas(argv[6])) {
+      offsets.push_back(atoi(item.c_str()));
+      outs.push_back(AtOffset(yv.data(), offsets.back()));
     }
   } else {
     outs.push_back(yv.data());
@@ -86,16 +97,13 @@ int main(int argc, char** argv) {
   // both), each mode's fastest and median call printed.
   std::vector<CpuStores> modes;
   if (const char* ab = getenv("NORMSERVE_AB_STORES")) {
-    std::string list(ab);
-    for (size_t start = 0; start <= list.size();) {
-      const size_t end = std::min(list.find(',', start), list.size());
+    for (const std::string& item : SplitCommas(ab)) {
       CpuStores m;
-      if (!ParseCpuStores(list.substr(start, end - start), &m)) {
+      if (!ParseCpuStores(item, &m)) {
         fprintf(stderr, "bad NORMSERVE_AB_STORES\n");
         return 2;
       }
       modes.push_back(m);
-      start = end + 1;
     }
   }
   std::vector<std::unique_ptr<CpuBackend>> backends;

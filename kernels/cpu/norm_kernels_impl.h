@@ -806,13 +806,13 @@ struct Kernels {
   // partial vectors write with ordinary stores, would miss with the stores
   // behind it waiting. A prefetch never faults, so past the end of the
   // output it is merely wasted. AVX-512 tiers only (S::kPrefetchNextRun).
-  // Measured with run_driver, out of cache, 2
-  // threads, output 16 bytes past a line, ns a row, alternating runs:
-  // FLOAT32 LayerNorm 512 columns 97-129 -> 95-120 (median of 6 runs 123
-  // -> 102; on a line 100 -> 84), RMSNorm 1024 columns 197-205 -> 123-125
-  // (streaming and cached taking turns call by call; cached 179-195), and
-  // with the page-by-page requests, LayerNorm 4096 columns 682-708 ->
-  // 655-667 where the last line alone had been slower (739-759).
+  // Measured with run_driver, out of cache, 2 threads, output 16 bytes past
+  // a line, ns a row, alternating runs: FLOAT32 LayerNorm 512 columns 97-129
+  // -> 95-120 (median of 6 runs 123 -> 102; on a line 100 -> 84), RMSNorm
+  // 1024 columns 197-205 -> 123-125 (streaming and cached taking turns call
+  // by call; cached 179-195), and with the page-by-page requests, LayerNorm
+  // 4096 columns 682-708 -> 655-667 where the last line alone had been
+  // slower (739-759).
   template <DType DOut>
   NORMSERVE_INLINE static void PrefetchNextRun(void* y, int64_t i0, int64_t n, bool stream) {
     if (!S::kPrefetchNextRun || !stream) return;
