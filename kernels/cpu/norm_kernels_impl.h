@@ -959,6 +959,14 @@ struct Kernels {
   // need the fallback (NeedsCancelTest). With `all_careful`
   // (RstdBeyondFloat) every vector takes the double pass.
   static constexpr int64_t kCheckBlock = 256;
+  struct NoRangeGap {};
+  NORMSERVE_INLINE static auto RangeGapInit() {
+    if constexpr (S::kRangeGap) {
+      return S::RangeGapInit();
+    } else {
+      return NoRangeGap{};
+    }
+  }
   template <DType DOut>
   static bool NeedsCancelTest(bool has_beta, bool float_beta_large) {
     return has_beta && (kWideOutput<DOut> || float_beta_large);
@@ -1019,13 +1027,23 @@ struct Kernels {
       }
       return;
     }
+    // kRangeGap: the block's full vectors are tested together
+    // (RangeGapFold), a superset of their own tests.
+    constexpr bool kRangeGap = kFoldDenormals && S::kRangeGap;
     for (int64_t b0 = head; b0 < n; b0 += kCheckBlock) {
       const int64_t len = std::min(kCheckBlock, n - b0);
       typename S::G gap = S::GapInit();
+      [[maybe_unused]] auto range_gap = RangeGapInit();
       StoreLoop<DOut, kFoldDenormals, false>(
           y, i0 + b0, len, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
             const Lanes l = compute(b0 + i, rest);
-            if constexpr (kFoldDenormals) {
+            if constexpr (kRangeGap) {
+              if (rest == W) {
+                S::RangeGapFold(range_gap, l.y, l.beta);
+              } else {
+                gap = S::GapMax(gap, l.y, l.beta);
+              }
+            } else if constexpr (kFoldDenormals) {
               gap = rest == W ? S::GapMaxOrSubnormal(gap, l.y, l.beta, kCancelLog2<DOut>)
                               : S::GapMax(gap, l.y, l.beta);
             } else {
@@ -1033,6 +1051,9 @@ struct Kernels {
             }
             return l.y;
           });
+      if constexpr (kRangeGap) {
+        gap = S::GapMerge(gap, S::RangeGapOf(range_gap, kCancelLog2<DOut>));
+      }
       if (S::GapAbove(gap, kCancelLog2<DOut>)) {
         StoreLoop<DOut, false, false>(
             y, i0 + b0, len, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {

@@ -61,6 +61,7 @@ struct Avx2Simd {
   }
   // No store here tests for denormals; kNoDenormals (Avx512SimdT::Store) changes nothing.
   static constexpr bool kBf16StoreTestsDenormals = false;
+  static constexpr bool kRangeGap = false;  // Avx512SimdT::RangeGapFold
   // Cancellation test (see Avx512SimdT::GapMax).
   using G = __m256i;
   static G GapInit() { return _mm256_set1_epi32(-0x7fffffff); }

@@ -46,6 +46,7 @@ struct ScalarSimd {
   static double DReduceAdd(D v) { return v; }
   // No store here tests for denormals; kNoDenormals (Avx512SimdT::Store) changes nothing.
   static constexpr bool kBf16StoreTestsDenormals = false;
+  static constexpr bool kRangeGap = false;  // Avx512SimdT::RangeGapFold
   // BFLOAT16 output loops store one vector at a time (see Avx2Simd).
   static constexpr bool kPairBf16Stores = false;
   static constexpr bool kPairBf16StoresWithoutDenormals = false;

@@ -292,6 +292,50 @@ TEST_P(CpuIsaTest, CancellingBetaStaysWithinOneUlp) {
   ExpectNoFailures(failures);
 }
 
+// The AVX512_BF16 tier tests a 256-element block's full vectors together,
+// per lane (Avx512SimdT::RangeGapFold): the smallest |result| against the
+// largest |beta|, each vector folded into one of two sets in turn, so
+// elements 32 apart meet in one set. A NaN result (from a NaN gamma) or a
+// NaN beta (quiet or signaling) must not hide a cancelling element of the
+// same set: every 96th element has a beta that cancels all but 2^-20 of
+// its term, the element 32 on a NaN parameter and the one 64 on beta = 0
+// (as every other element has), so that a NaN that dropped the largest
+// |beta| so far would leave only zeros behind it. The cancelling elements
+// stay within 1 ulp; the NaN elements are NaN.
+TEST_P(CpuIsaTest, NanParameterDoesNotHideACancellingBeta) {
+  std::vector<std::string> failures;
+  const float nans[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::signaling_NaN()};
+  for (DType out : {DType::kFloat16, DType::kBFloat16})
+    for (const int64_t cols : {int64_t{1024}, int64_t{1000}})
+      for (const char* where : {"gamma", "beta", "signaling beta"}) {
+        ProblemCase c = AffineCase(NormKind::kLayerNorm, DType::kFloat32, out, {2, cols}, 79);
+        c.name = std::string("LayerNorm, NaN ") + where + " beside cancelling beta, " +
+                 std::string(DTypeName(out)) + ", " + std::to_string(cols) + " columns";
+        const bool in_gamma = where[0] == 'g';
+        const float nan = nans[where[0] == 's' ? 1 : 0];
+        ProblemCase terms = c;
+        for (int64_t i = 0; i < cols; ++i) terms.beta.Set(i, 0.0f);
+        terms.output_dtype = DType::kFloat32;
+        ReferenceNormalize(terms.Problem());
+        const auto* term = reinterpret_cast<const float*>(terms.output.data());
+        for (int64_t i = 0; i < cols; ++i) {
+          c.beta.Set(i, i % 96 == 0 ? -term[i] * (1.0f + 0x1p-20f) : 0.0f);
+          if (i % 96 == 32) (in_gamma ? c.gamma : c.beta).Set(i, nan);
+        }
+        const auto found =
+            ElementFailures<uint16_t>(*backend_, c, [&](int64_t i, uint16_t got, uint16_t want) {
+              const bool nan_param = i % cols % 96 == 32;
+              const bool got_nan = (got & 0x7fff) > (out == DType::kBFloat16 ? 0x7f80 : 0x7c00);
+              if (nan_param) return got_nan ? std::string() : " element " + std::to_string(i) + ": not NaN";
+              const int64_t d = testing::HalfUlpDistance(got, want);
+              return d <= 1 ? std::string()
+                            : " element " + std::to_string(i) + ": " + std::to_string(d) + " ulp";
+            });
+        failures.insert(failures.end(), found.begin(), found.end());
+      }
+  ExpectNoFailures(failures);
+}
+
 // FLOAT32 outputs hold SEMANTICS.md's bound, |y - ref| <= 1e-5 * max(1,
 // |ref|), strictly, even where a large beta cancels a large term: float
 // arithmetic alone is off by up to 2^-22 of the term, which exceeds the
