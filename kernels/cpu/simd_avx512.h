@@ -112,8 +112,9 @@ struct Avx512SimdT {
   // - The largest |shift| is an integer max of magnitude bits, not a
   //   vrangeps: a signaling NaN shift (a caller's beta) would make that a
   //   quiet NaN, which the next vrangeps would drop together with the largest
-  //   magnitude so far. As bits, a NaN is above every number, so its lane
-  //   fails the test and the block takes the per-element path.
+  //   magnitude so far. As bits, a NaN is above every number, so it can
+  //   only make its lane's test stricter (it fails for any |result| below
+  //   about 2^116).
   static constexpr bool kRangeGap = kNativeBf16;
   // Two sets, taking turns (the swap costs nothing where the caller folds
   // two vectors an iteration), so two vectors do not wait on one chain.
