@@ -12,7 +12,7 @@
 //   /tmp/fused_stats_probe COLS THREADS NONTEMPORAL(0|1) [WORKING_SET_KIB]
 //
 // On the Zen 5 VM, 2 threads, cached stores, GB/s separate / fused / copy:
-// 1024 columns 32-37 / 43-45 / 55-56, 4096 columns 42 / 50-51 / 62-64. The
+// 1024 columns 32-43 / 42-48 / 52-62, 4096 columns 42 / 50-51 / 62-64. The
 // same schedule in the kernels (LayerRows adding the next row's sums from
 // NormalizeRowT) did not carry that over: docs/cpu-performance.md,
 // "Sixteenth session".
