@@ -1060,9 +1060,7 @@ struct Kernels {
             }
             return l.y;
           });
-      if constexpr (kRangeGap) {
-        gap = S::GapMerge(gap, S::RangeGapOf(range_gap, kCancelLog2<DOut>));
-      }
+      if constexpr (kRangeGap) gap = S::GapMaxRange(gap, range_gap, kCancelLog2<DOut>);
       if (S::GapAbove(gap, kCancelLog2<DOut>)) {
         StoreLoop<DOut, false, false>(
             y, i0 + b0, len, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {

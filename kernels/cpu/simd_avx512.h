@@ -93,10 +93,10 @@ struct Avx512SimdT {
   // The block test of the AVX512_BF16 tier (kRangeGap) for BFLOAT16
   // outputs: per lane, the smallest |result| and the largest |shift| of the
   // block's full vectors, three operations a vector where GapMaxOrSubnormal
-  // takes five. RangeGapOf(g, log2) is a gap that GapAbove(., log2) finds
-  // above wherever the lane's largest |shift| is above 2^log2 times its
-  // smallest |result|, or that smallest result is below the smallest normal
-  // float. It bounds each element's own gap (GapMaxOrSubnormal's) from
+  // takes five. GapMaxRange(gap, g, log2) folds into `gap` a gap that
+  // GapAbove(., log2) finds above wherever the lane's largest |shift| is
+  // above 2^log2 times its smallest |result|, or that smallest result is
+  // below the smallest normal float. It bounds each element's own gap (GapMaxOrSubnormal's) from
   // above, so a block it passes has no element that cancels or is denormal;
   // a block it fails is written again element by element, as before. It
   // fails more blocks than the element test (a lane's largest |shift| and
@@ -132,13 +132,12 @@ struct Avx512SimdT {
     g.min_result = g.other_min_result, g.max_shift = g.other_max_shift;
     g.other_min_result = min_result, g.other_max_shift = max_shift;
   }
-  static G RangeGapOf(const RangeGap& g, int log2) {
+  static G GapMaxRange(G gap, const RangeGap& g, int log2) {
     const F min_result = _mm512_range_ps(g.min_result, g.other_min_result, 0x0A);
     const __m512i s = _mm512_max_epi32(_mm512_max_epi32(g.max_shift, g.other_max_shift),
                                        _mm512_set1_epi32(0x00800000 + (log2 << 23)));
-    return _mm512_sub_epi32(s, _mm512_castps_si512(min_result));
+    return _mm512_max_epi32(gap, _mm512_sub_epi32(s, _mm512_castps_si512(min_result)));
   }
-  static G GapMerge(G a, G b) { return _mm512_max_epi32(a, b); }
   // Lanes seen to hold a denormal (Store's kNoDenormals, checked a block at a time).
   using Mask = __mmask16;
   static Mask NoLanes() { return 0; }
