@@ -562,6 +562,21 @@ struct Kernels {
   static constexpr int64_t kShortFloatVectors = 32;
   static constexpr int64_t kShortFloatLaneVectors = 16;
   static constexpr bool kShortFloatRows = W >= 8;
+  // Short FLOAT32 rows prefetch the input kShortFloatPrefetchBytes on, one
+  // cache line per vector of the output pass, where a vector is a line
+  // (AVX-512): the hardware prefetcher alone left the memory system idle
+  // through each row's arithmetic. run_driver, 2 threads, 256 MiB in,
+  // input and output 16 bytes past a line, 4-5 alternating runs, ns a row:
+  // LayerNorm 512 columns 94-118 -> 59-67 (4 KiB on: 61-74; prefetching in
+  // the sum pass instead: 71-90), on a line 58-61 -> 46-53; RMSNorm 512
+  // columns 57-82 -> 45-49; 128 and 256 columns level within the noise. On
+  // the AVX2 tier (two vectors a line, 256 columns, same machine) it was
+  // level, so that tier keeps the hardware prefetcher alone. Rows with a
+  // residual (two inputs, not measured) keep it too, and so do outputs that
+  // are not streamed (StreamsOutput): in cache the prefetches only cost
+  // (LayerNorm 512 columns, one thread, 128 rows: 57-59 -> 66-72 ns a row).
+  static constexpr bool kShortFloatPrefetch = W * 4 == 64;
+  static constexpr int64_t kShortFloatPrefetchBytes = 8 << 10;
   // Lanes of the vector at element e of a short row (e < cols).
   NORMSERVE_INLINE static int ShortLanes(int64_t cols, int64_t e) {
     return static_cast<int>(std::min<int64_t>(cols - e, W));
@@ -1214,8 +1229,9 @@ struct Kernels {
   // RMSNorm rows (kRms, eleventh session) take the same row loop with one
   // statistics pass (ShortRmsTransform: within 14u, where SquaresPass allows
   // 2^-19). The output pass is NormalizeRow's arithmetic with pivot and
-  // correction 0.
-  template <bool kRms, bool kResidual, bool kHasBeta>
+  // correction 0. kPrefetch: the output pass prefetches the rows ahead
+  // (kShortFloatPrefetch).
+  template <bool kRms, bool kResidual, bool kHasBeta, bool kPrefetch>
   static void ShortFloatRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
     constexpr DType D = DType::kFloat32;
     const NormProblem& p = *pp.problem;
@@ -1248,6 +1264,8 @@ struct Kernels {
     S::template Store<D>(gamma, e, S::Zero());
     S::template Store<D>(beta, e, S::Zero());
     const RowParams prm = ProblemRowParams(pp);  // for the rows that take NormalizeRow
+    // Rows starting before this byte prefetch kShortFloatPrefetchBytes on.
+    const int64_t prefetch_ends = (end * cols) * 4 - kShortFloatPrefetchBytes - cols * 4;
     for (int64_t row = begin; row < end; ++row) {
       const int64_t i0 = row * cols;
       GroupTransform t;
@@ -1271,7 +1289,12 @@ struct Kernels {
         continue;
       }
       const F pv = S::Set1(t.pivot), rs = S::Set1(t.rstd), corr = S::Set1(t.correction);
+      // Near the end of the range the row itself, which is in L1 by now
+      // (never running past the range saves the bandwidth).
+      const char* ahead =
+          static_cast<const char*>(x) + i0 * 4 + (i0 * 4 <= prefetch_ends ? kShortFloatPrefetchBytes : 0);
       StoreLoop<D>(y, i0, cols, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
+        if constexpr (kPrefetch) __builtin_prefetch(ahead + i * 4, 0, 3);
         const F out = S::MulSub(S::Sub(LoadSome<D>(values, i0 + i, rest), pv), rs, corr);
         const F gv = S::template Load<D>(gamma, i);
         if constexpr (kHasBeta) return S::MulAdd(out, gv, S::template Load<D>(beta, i));
@@ -1367,8 +1390,13 @@ struct Kernels {
     const int64_t cols = pp.unit_length;
     if constexpr (kShortFloatRows && DIn == DType::kFloat32 && DOut == DType::kFloat32) {
       if (pp.float_stats && cols <= kShortFloatVectors * W) {
-        return p.beta.present() ? ShortFloatRows<kRms, kResidual, true>(pp, begin, end)
-                                : ShortFloatRows<kRms, kResidual, false>(pp, begin, end);
+        constexpr bool kCanPrefetch = kShortFloatPrefetch && !kResidual;
+        if (kCanPrefetch && pp.stream_output) {
+          return p.beta.present() ? ShortFloatRows<kRms, kResidual, true, kCanPrefetch>(pp, begin, end)
+                                  : ShortFloatRows<kRms, kResidual, false, kCanPrefetch>(pp, begin, end);
+        }
+        return p.beta.present() ? ShortFloatRows<kRms, kResidual, true, false>(pp, begin, end)
+                                : ShortFloatRows<kRms, kResidual, false, false>(pp, begin, end);
       }
     }
     if constexpr (kShortFloatRows && DIn != DType::kFloat32 && DOut == DIn) {
