@@ -95,6 +95,18 @@ inline constexpr bool kSplitPrefetch = !kRms;
 template <DType D>
 inline constexpr int64_t kStatsPrefetchDivisor = D == DType::kFloat32 ? 2 : 1;
 
+// FLOAT32 LayerNorm rows ask for at most this far ahead: at 65536 columns
+// two rows on is 512 KiB, and with the rows in between (the one normalized,
+// the one whose statistics are done) it no longer fits the 1 MiB L2 of Zen 5.
+// run_driver, 2 threads, 256 MiB in, 16 bytes past a line, 4 alternating
+// runs, us a row: 65536 columns 11.8-12.7 -> 9.8-10.7 (64 KiB: 9.8-12.1,
+// 32 KiB: 10.1-12.7); the benchmark, 7 alternating rounds, frac_of_copy
+// 0.77-0.92 (median 0.85) -> 0.82-1.00 (0.88). Rows up to 16384 columns
+// keep two rows ahead: 32 or 64 KiB there was within the noise of it. RMSNorm's
+// and the half types' whole-row schemes lost with less (BFLOAT16 RMSNorm
+// 65536 columns 5.1-6.0 -> 6.7-7.5 us a row), so they keep two rows.
+constexpr int64_t kHalfRowPrefetchMaxBytes = 128 << 10;
+
 // LAYER/RMS rows of at most this many input bytes go through the statistics
 // kShortRowGroup at a time (Kernels::LayerRows).
 constexpr int64_t kShortRowBytes = 2 << 10;
@@ -1420,7 +1432,11 @@ struct Kernels {
       bool finite = false;
     };
     const int64_t group = cols * kElem <= kShortRowBytes ? kShortRowGroup : 1;
-    const int64_t ahead_bytes = std::max(2 * group * cols * kElem, kRowPrefetchMinBytes);
+    constexpr OutputPrefetch kOutPrefetch = kOutputPrefetch<DIn, kRms>;
+    const int64_t ahead_bytes =
+        std::max(kOutPrefetch == kHalfRow ? std::min(2 * group * cols * kElem, kHalfRowPrefetchMaxBytes)
+                                          : 2 * group * cols * kElem,
+                 kRowPrefetchMinBytes);
     constexpr bool kSplit = kSplitPrefetch<kRms>;
     // The input `bytes` on from the row at i0 while a row's worth from there
     // stays in the range; past that the row itself, which prefetches then
@@ -1506,9 +1522,9 @@ struct Kernels {
         // Prefetches never fault, so running past the last row would be
         // harmless; the last groups of the range re-touch themselves
         // instead, to save the bandwidth.
-        // kHalfRow: the second half of the row that the statistics of the
-        // next group prefetch the first half of.
-        constexpr OutputPrefetch kOutPrefetch = kOutputPrefetch<DIn, kRms>;
+        // kHalfRow: the half row that follows what the statistics of the
+        // next group prefetch (the second half of the row they ask for, or
+        // under kHalfRowPrefetchMaxBytes the first half of the row after).
         const bool more = first + 2 * group < end;
         const char* ahead =
             kOutPrefetch == kHalfRow    ? ahead_of(i0, ahead_bytes + (group * cols + cols / 2) * kElem)
