@@ -1332,7 +1332,15 @@ struct Kernels {
   // against 119-128); calling NormalizeRow for the output pass was slower at
   // 128 columns out of cache (28.0-36.2 GB/s against 37.3-43.7, BFLOAT16
   // RMSNorm, 2 threads).
-  template <DType DIn, DType DOut, bool kRms, bool kResidual>
+  // The parameter shapes are fixed at compile time where NormalizeRow fixes
+  // them (kShape; ShortHalfRowsAnyShape picks): tested in the loop, the
+  // compiler kept the tests and reloaded gamma's address there. run_driver,
+  // BFLOAT16 RMSNorm with FLOAT32 gamma, 3-4 alternating runs, ns a row: in
+  // cache, one thread, 512 columns 58.9-60.1 -> 50.4-50.6, 128 columns
+  // 19.8-20.5 -> 17.2-17.8; out of cache, 2 threads, 512 columns 34-48 ->
+  // 31-38, 128 columns 11.0-11.9 -> 9.4-10.2. FLOAT16 was level (512
+  // columns, 51.2-52.3 -> 51.0-51.1 in cache).
+  template <DType DIn, DType DOut, bool kRms, bool kResidual, ParamShape kShape>
   static void ShortHalfRows(const PreparedProblem& pp, int64_t begin, int64_t end) {
     const NormProblem& p = *pp.problem;
     const int64_t cols = pp.unit_length;
@@ -1343,12 +1351,15 @@ struct Kernels {
     void* const y = p.out.output;
     const bool stream = pp.stream_output;
     const double inv_dn = 1.0 / static_cast<double>(cols);
-    const bool has_gamma = p.gamma.present(), has_beta = p.beta.present(), unit_offset = p.unit_offset;
+    constexpr bool kFixed = kShape != kAnyParams;
+    const bool has_gamma = kFixed || p.gamma.present();
+    const bool has_beta = kShape == kGammaBetaF32 || (!kFixed && p.beta.present());
+    const bool unit_offset = !kFixed && p.unit_offset;
     RowParams prm = ProblemRowParams(pp);
     const bool test_cancel = NeedsCancelTest<DOut>(has_beta, pp.float_beta_large);
     const void* const gamma_data = prm.gamma;
     const void* const beta_data = prm.beta;
-    const bool gamma_f32 = prm.gamma_f32, beta_f32 = prm.beta_f32;
+    const bool gamma_f32 = kFixed || prm.gamma_f32, beta_f32 = kFixed || prm.beta_f32;
     const F one = S::Set1(1.0f);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t i0 = row * cols;
@@ -1391,6 +1402,16 @@ struct Kernels {
                              });
     }
   }
+  template <DType DIn, DType DOut, bool kRms, bool kResidual>
+  static void ShortHalfRowsAnyShape(const PreparedProblem& pp, int64_t begin, int64_t end) {
+    const NormProblem& p = *pp.problem;
+    const bool plain_gamma = p.gamma.present() && p.gamma.dtype == DType::kFloat32 && !p.unit_offset;
+    if (plain_gamma && p.beta.present() && p.beta.dtype == DType::kFloat32)
+      return ShortHalfRows<DIn, DOut, kRms, kResidual, kGammaBetaF32>(pp, begin, end);
+    if (plain_gamma && !p.beta.present())
+      return ShortHalfRows<DIn, DOut, kRms, kResidual, kGammaF32>(pp, begin, end);
+    ShortHalfRows<DIn, DOut, kRms, kResidual, kAnyParams>(pp, begin, end);
+  }
   // Whether short half-type LayerNorm rows take ShortHalfRows: measured
   // faster on Zen 3 (AVX2, twelfth session); AVX-512, not measured that way
   // (no such machine that session), keeps the grouped path.
@@ -1414,9 +1435,10 @@ struct Kernels {
     if constexpr (kShortFloatRows && DIn != DType::kFloat32 && DOut == DIn) {
       if constexpr (kRms) {
         if (pp.float_stats && cols <= kShortFloatVectors * W)
-          return ShortHalfRows<DIn, DOut, true, kResidual>(pp, begin, end);
+          return ShortHalfRowsAnyShape<DIn, DOut, true, kResidual>(pp, begin, end);
       } else if constexpr (kShortHalfLayerRows) {
-        if (cols <= kShortFloatVectors * W) return ShortHalfRows<DIn, DOut, false, kResidual>(pp, begin, end);
+        if (cols <= kShortFloatVectors * W)
+          return ShortHalfRowsAnyShape<DIn, DOut, false, kResidual>(pp, begin, end);
       }
     }
     const void* x = p.input.data;
