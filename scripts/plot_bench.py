@@ -8,12 +8,15 @@ measured in the same run (memcpy on the CPU, device-to-device copy on the
 GPU) and every peer found in the records (oneDNN, torch, ...). By default only
 the large cases (rows > 1, the out-of-cache working sets) are drawn;
 --in-cache draws the single-row cases (rows == 1, in cache) instead.
+Several records of one shape (the rounds of a repeated run, field "round")
+are drawn as their median, the copy as the median of all its records there.
 Uses Debian's python3-matplotlib; run with /usr/bin/python3.
 """
 import argparse
 import collections
 import json
 import os
+import statistics
 
 import matplotlib
 
@@ -39,14 +42,21 @@ def main():
     if not records:
         raise SystemExit("plot_bench.py: no matching records")
 
-    ours = collections.defaultdict(dict)   # (dtype, kind) -> cols -> gbps
-    copy = collections.defaultdict(dict)   # dtype -> cols -> copy_gbps (max over kinds: same bytes)
-    peers = collections.defaultdict(dict)  # (dtype, kind, peer) -> cols -> gbps
+    def lists():
+        return collections.defaultdict(lambda: collections.defaultdict(list))
+
+    ours = lists()   # (dtype, kind) -> cols -> [gbps]
+    copy = lists()   # dtype -> cols -> [copy_gbps] (every kind: the same bytes)
+    peers = lists()  # (dtype, kind, peer) -> cols -> [gbps]
     for r in records:
-        ours[(r["dtype"], r["kind"])][r["cols"]] = r["gbps"]
-        copy[r["dtype"]][r["cols"]] = max(copy[r["dtype"]].get(r["cols"], 0), r["copy_gbps"])
+        ours[(r["dtype"], r["kind"])][r["cols"]].append(r["gbps"])
+        copy[r["dtype"]][r["cols"]].append(r["copy_gbps"])
         if r.get("peer"):
-            peers[(r["dtype"], r["kind"], r["peer"])][r["cols"]] = r["peer_gbps"]
+            peers[(r["dtype"], r["kind"], r["peer"])][r["cols"]].append(r["peer_gbps"])
+    for table in (ours, copy, peers):
+        for series in table.values():
+            for cols, values in series.items():
+                series[cols] = statistics.median(values)
 
     dtypes = [d for d in DTYPES if d in copy]
     fig, axes = plt.subplots(1, len(dtypes), figsize=(5.5 * len(dtypes), 4.5), sharey=True, squeeze=False)
