@@ -1433,8 +1433,13 @@ struct Kernels {
     ShortHalfRows<DIn, DOut, kRms, kResidual, kAnyParams>(pp, begin, end);
   }
   // Whether short half-type LayerNorm rows take ShortHalfRows: measured
-  // faster on Zen 3 (AVX2, twelfth session); AVX-512, not measured that way
-  // (no such machine that session), keeps the grouped path.
+  // faster on Zen 3 (AVX2, twelfth session). On AVX-512 (Zen 5, seventeenth
+  // session, ShortHalfRows pipelined, 3 alternating runs, ns a row) it was
+  // slower in cache, one thread: BFLOAT16 128 columns 41.6-42.3 -> 49.6-50.8,
+  // FLOAT16 512 columns 77-98 -> 87-107 (BFLOAT16 512 columns 70-99 ->
+  // 82-99, 1024 level); out of cache, 2 threads, level (BFLOAT16 128 columns
+  // 18.4-22.0 -> 17.4-20.8, 512 columns 48.7-55.4 -> 44.4-57.3). So AVX-512
+  // keeps the grouped path.
   static constexpr bool kShortHalfLayerRows = W == 8;
 
   template <DType DIn, DType DOut, bool kRms, bool kResidual>
