@@ -1108,25 +1108,32 @@ struct Kernels {
   static constexpr OutputPrefetch kOutputPrefetch = !kSplitPrefetch<kRms>             ? kWholeRow
                                                     : kStatsPrefetchDivisor<DIn> == 2 ? kHalfRow
                                                                                       : kNoRow;
+  // The shapes models use (FLOAT32 gamma, FLOAT32 beta or none, no unit
+  // offset) get output loops with those choices fixed at compile time
+  // (NormalizeRowT, ShortHalfRows): tested in the loop, they cost a quarter
+  // of the pass.
+  enum ParamShape { kAnyParams, kGammaF32, kGammaBetaF32 };
+  static ParamShape ShapeOf(const RowParams& prm) {
+    if (prm.gamma == nullptr || !prm.gamma_f32 || prm.unit_offset) return kAnyParams;
+    if (prm.beta == nullptr) return kGammaF32;
+    return prm.beta_f32 ? kGammaBetaF32 : kAnyParams;
+  }
+
   template <DType DIn, DType DOut, OutputPrefetch kPrefetch = kWholeRow>
   static void NormalizeRow(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
                            const RowParams& prm, bool stream, const char* ahead, const char* ahead_residual) {
-    // The shapes models use (FLOAT32 gamma, FLOAT32 beta or none, no unit
-    // offset) get loops with those choices fixed at compile time: tested
-    // in the loop, they cost a quarter of the pass.
-    const bool plain_gamma = prm.gamma != nullptr && prm.gamma_f32 && !prm.unit_offset;
-    if (plain_gamma && prm.beta != nullptr && prm.beta_f32) {
-      return NormalizeRowT<DIn, DOut, kGammaBetaF32, kPrefetch>(x, y, i0, n, t, prm, stream, ahead,
-                                                                ahead_residual);
-    }
-    if (plain_gamma && prm.beta == nullptr) {
-      return NormalizeRowT<DIn, DOut, kGammaF32, kPrefetch>(x, y, i0, n, t, prm, stream, ahead,
-                                                            ahead_residual);
+    switch (ShapeOf(prm)) {
+      case kGammaBetaF32:
+        return NormalizeRowT<DIn, DOut, kGammaBetaF32, kPrefetch>(x, y, i0, n, t, prm, stream, ahead,
+                                                                  ahead_residual);
+      case kGammaF32:
+        return NormalizeRowT<DIn, DOut, kGammaF32, kPrefetch>(x, y, i0, n, t, prm, stream, ahead,
+                                                              ahead_residual);
+      case kAnyParams:
+        break;
     }
     NormalizeRowT<DIn, DOut, kAnyParams, kPrefetch>(x, y, i0, n, t, prm, stream, ahead, ahead_residual);
   }
-
-  enum ParamShape { kAnyParams, kGammaF32, kGammaBetaF32 };
 
   template <DType DIn, DType DOut, ParamShape kShape, OutputPrefetch kPrefetch>
   static void NormalizeRowT(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
@@ -1424,12 +1431,14 @@ struct Kernels {
   }
   template <DType DIn, DType DOut, bool kRms, bool kResidual>
   static void ShortHalfRowsAnyShape(const PreparedProblem& pp, int64_t begin, int64_t end) {
-    const NormProblem& p = *pp.problem;
-    const bool plain_gamma = p.gamma.present() && p.gamma.dtype == DType::kFloat32 && !p.unit_offset;
-    if (plain_gamma && p.beta.present() && p.beta.dtype == DType::kFloat32)
-      return ShortHalfRows<DIn, DOut, kRms, kResidual, kGammaBetaF32>(pp, begin, end);
-    if (plain_gamma && !p.beta.present())
-      return ShortHalfRows<DIn, DOut, kRms, kResidual, kGammaF32>(pp, begin, end);
+    switch (ShapeOf(ProblemRowParams(pp))) {
+      case kGammaBetaF32:
+        return ShortHalfRows<DIn, DOut, kRms, kResidual, kGammaBetaF32>(pp, begin, end);
+      case kGammaF32:
+        return ShortHalfRows<DIn, DOut, kRms, kResidual, kGammaF32>(pp, begin, end);
+      case kAnyParams:
+        break;
+    }
     ShortHalfRows<DIn, DOut, kRms, kResidual, kAnyParams>(pp, begin, end);
   }
   // Whether short half-type LayerNorm rows take ShortHalfRows: measured
