@@ -573,6 +573,24 @@ struct Kernels {
   // fail that check add sum(x - p), in a second pass from L1.
   static constexpr int64_t kShortFloatVectors = 32;
   static constexpr int64_t kShortFloatLaneVectors = 16;
+  // FLOAT16 / BFLOAT16 RMSNorm rows go through ShortHalfRows up to this many
+  // vectors (768 columns with AVX-512), half again the other short rows:
+  // there ShortRowSum adds at most 12 terms an accumulator, two float adds
+  // join the four, and the lanes add in double: still at most 14 float
+  // roundings a term (ShortRmsTransform's 14u).
+  // 768 columns had run at half the speed per byte of 512 through
+  // LayerRows. run_driver, 2 threads, 128 MiB in, offset 16, 4-5
+  // alternating runs, ns a row: BFLOAT16 63-77 -> 56-66, FLOAT16 57-68 ->
+  // 51-62; in cache, one thread: BFLOAT16 74-77 -> 65-69. The benchmark, 4
+  // alternating rounds, offset 16, frac_of_copy: BFLOAT16 0.62-0.70 ->
+  // 0.70-0.93, FLOAT16 0.73-0.78 -> 0.74-0.86. At 1024 columns (64 vectors)
+  // it was faster in cache (BFLOAT16 91-93 -> 83-85 ns, FLOAT16 75-76 ->
+  // 66-68) but slower out of cache (FLOAT16 54-60 -> 61-82), level with the
+  // input prefetched two rows ahead: LayerRows keeps those rows. The AVX2
+  // tier (384 columns, run_driver with NORMSERVE_CPU_ISA=avx2) gained too:
+  // out of cache FLOAT16 38-48 -> 32-38 ns a row, BFLOAT16 47-62 -> 38-39
+  // (one run 68); BFLOAT16 in cache 89-110 -> 83-87.
+  static constexpr int64_t kShortHalfRmsVectors = 48;
   static constexpr bool kShortFloatRows = W >= 8;
   // Short FLOAT32 rows prefetch the input kShortFloatPrefetchBytes on, one
   // cache line per vector of the output pass, where a vector is a line
@@ -1322,9 +1340,9 @@ struct Kernels {
     }
   }
 
-  // Short FLOAT16 / BFLOAT16 rows, at most kShortFloatVectors vectors, with
-  // the output in the input's dtype, one at a time as ShortFloatRows does
-  // them:
+  // Short FLOAT16 / BFLOAT16 rows, at most kShortFloatVectors vectors
+  // (RMSNorm: kShortHalfRmsVectors), with the output in the input's dtype,
+  // one at a time as ShortFloatRows does them:
   // - RMSNorm (eleventh session) where float_stats allows (gamma and beta
   //   one row's worth), with ShortRmsTransform's statistics.
   // - LayerNorm (twelfth session, where kShortHalfLayerRows) with any
@@ -1468,7 +1486,7 @@ struct Kernels {
     }
     if constexpr (kShortFloatRows && DIn != DType::kFloat32 && DOut == DIn) {
       if constexpr (kRms) {
-        if (pp.float_stats && cols <= kShortFloatVectors * W)
+        if (pp.float_stats && cols <= kShortHalfRmsVectors * W)
           return ShortHalfRowsAnyShape<DIn, DOut, true, kResidual>(pp, begin, end);
       } else if constexpr (kShortHalfLayerRows) {
         if (cols <= kShortFloatVectors * W)

@@ -624,14 +624,15 @@ TEST_P(CpuIsaTest, ShortFloat32RowsInFloatStayWithinBound) {
 
 // Short RMSNorm rows sum their squares in float (Kernels::ShortRmsTransform:
 // FLOAT32 rows in ShortFloatRows with |beta| <= 2, FLOAT16 / BFLOAT16 rows
-// in ShortHalfRows with the double fallback for cancelling beta), with
-// gamma unbounded: rows of every magnitude, among them squares that overflow
-// float (1e20) or fall below 2^-90 (1e-25, with epsilon 0 so that they
-// decide rstd), which must take RunSumSquares (FLOAT16 reaches neither: its
-// large and tiny rows are 3e4 and 1e-6, subnormal); strictly against the
-// reference (1e-5, or 1 ulp for half outputs, also where beta cancels the
-// terms of a row), rows 5 to 29 alone giving the same bits, rstd against the
-// reference, NaN and Inf rows.
+// in ShortHalfRows, up to 48 vectors a row, with the double fallback for
+// cancelling beta), with gamma unbounded: widths from 1 column to just past
+// 768 (the longest such half-type row with AVX-512), rows of every
+// magnitude, among them squares that overflow float (1e20) or fall below
+// 2^-90 (1e-25, with epsilon 0 so that they decide rstd), which must take
+// RunSumSquares (FLOAT16 reaches neither: its large and tiny rows are 3e4
+// and 1e-6, subnormal); strictly against the reference (1e-5, or 1 ulp for
+// half outputs, also where beta cancels the terms of a row), rows 5 to 29
+// alone giving the same bits, rstd against the reference, NaN and Inf rows.
 TEST_P(CpuIsaTest, ShortRmsRowsInFloatStayWithinBound) {
   std::vector<std::string> failures;
   Uniform uniform(0x2545f4914f6cdd1dull);
@@ -657,7 +658,7 @@ TEST_P(CpuIsaTest, ShortRmsRowsInFloatStayWithinBound) {
       }
     };
     for (float epsilon : {1e-5f, 0.0f}) {
-      for (int64_t cols : {1, 7, 16, 33, 100, 128, 129, 200, 256, 257, 300, 511, 512}) {
+      for (int64_t cols : {1, 7, 16, 33, 100, 128, 129, 200, 256, 257, 300, 511, 512, 700, 767, 768, 769}) {
         for (int variant = 0; variant < 5; ++variant) {
           const bool residual = variant == 1, no_beta = variant == 2, unit_offset = variant == 3;
           const bool cancelling = variant == 4;
