@@ -19,7 +19,9 @@
 // without it, the output is where std::vector puts it (16 bytes past a
 // boundary for large buffers, as the server's protobuf strings are). A list
 // (0,16) takes turns call by call in the same way (fifteenth session), and
-// NORMSERVE_INPUT_OFFSET places the input likewise.
+// NORMSERVE_INPUT_OFFSET places the input likewise. NORMSERVE_DUMP=FILE
+// writes the last call's output there, so that two builds' bits can be
+// compared with cmp (eighteenth session).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -147,6 +149,15 @@ int main(int argc, char** argv) {
                                                     : "";
       printf("%lld x %lld%s: %.1f ns/row (%.1f us), median %.1f ns/row\n", (long long)rows, (long long)cols,
              mode.c_str(), best / rows, best / 1000, median / rows);
+    }
+  }
+  // NORMSERVE_DUMP=FILE: the output of the last call, as bytes (to check
+  // that a change keeps the bits: cmp the files of two builds).
+  if (const char* dump = getenv("NORMSERVE_DUMP")) {
+    FILE* f = fopen(dump, "wb");
+    if (f == nullptr || fwrite(outs.back(), 1, bytes, f) != bytes || fclose(f) != 0) {
+      fprintf(stderr, "cannot write %s\n", dump);
+      return 1;
     }
   }
 }

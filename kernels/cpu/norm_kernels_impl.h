@@ -1137,23 +1137,27 @@ struct Kernels {
     return prm.beta_f32 ? kGammaBetaF32 : kAnyParams;
   }
 
-  template <DType DIn, DType DOut, OutputPrefetch kPrefetch = kWholeRow>
+  // kUncentered: t has pivot and correction 0 or NaN (RMSNorm rows, where
+  // they are NaN only with rstd), so the pass computes v * rstd, the bits of
+  // ((v - 0) * rstd - 0) in two fewer operations a vector pair.
+  template <DType DIn, DType DOut, OutputPrefetch kPrefetch = kWholeRow, bool kUncentered = false>
   static void NormalizeRow(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
                            const RowParams& prm, bool stream, const char* ahead, const char* ahead_residual) {
     switch (ShapeOf(prm)) {
       case kGammaBetaF32:
-        return NormalizeRowT<DIn, DOut, kGammaBetaF32, kPrefetch>(x, y, i0, n, t, prm, stream, ahead,
-                                                                  ahead_residual);
+        return NormalizeRowT<DIn, DOut, kGammaBetaF32, kPrefetch, kUncentered>(x, y, i0, n, t, prm, stream,
+                                                                               ahead, ahead_residual);
       case kGammaF32:
-        return NormalizeRowT<DIn, DOut, kGammaF32, kPrefetch>(x, y, i0, n, t, prm, stream, ahead,
-                                                              ahead_residual);
+        return NormalizeRowT<DIn, DOut, kGammaF32, kPrefetch, kUncentered>(x, y, i0, n, t, prm, stream, ahead,
+                                                                           ahead_residual);
       case kAnyParams:
         break;
     }
-    NormalizeRowT<DIn, DOut, kAnyParams, kPrefetch>(x, y, i0, n, t, prm, stream, ahead, ahead_residual);
+    NormalizeRowT<DIn, DOut, kAnyParams, kPrefetch, kUncentered>(x, y, i0, n, t, prm, stream, ahead,
+                                                                 ahead_residual);
   }
 
-  template <DType DIn, DType DOut, ParamShape kShape, OutputPrefetch kPrefetch>
+  template <DType DIn, DType DOut, ParamShape kShape, OutputPrefetch kPrefetch, bool kUncentered>
   static void NormalizeRowT(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
                             const RowParams& prm, bool stream, const char* ahead,
                             const char* ahead_residual) {
@@ -1176,7 +1180,7 @@ struct Kernels {
       if (ahead_residual != nullptr) __builtin_prefetch(ahead_residual + i * kElem, 0, 3);
       Lanes l;
       l.v = LoadSome<DIn>(x, i0 + i, rest);
-      const F out = S::MulSub(S::Sub(l.v, p), rs, corr);
+      const F out = kUncentered ? S::Mul(l.v, rs) : S::MulSub(S::Sub(l.v, p), rs, corr);
       l.gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, gamma_offset + i, rest) : one;
       const F g = has_gamma && unit_offset ? S::Add(l.gamma, one) : l.gamma;
       if (!has_beta) {
@@ -1608,8 +1612,8 @@ struct Kernels {
             kResidual && more ? static_cast<const char*>(r) + i0 * kElem + ahead_bytes : nullptr;
         if (prm.gamma != nullptr) prm.gamma_offset = pp.gamma_rows.Offset(row);
         if (prm.beta != nullptr) prm.beta_offset = pp.beta_rows.Offset(row);
-        NormalizeRow<DIn, DOut, kOutPrefetch>(normalized, p.out.output, i0, cols, t, prm, pp.stream_output,
-                                              ahead, ahead_residual);
+        NormalizeRow<DIn, DOut, kOutPrefetch, kRms>(normalized, p.out.output, i0, cols, t, prm,
+                                                    pp.stream_output, ahead, ahead_residual);
         if (!kRms && p.out.mean != nullptr) p.out.mean[row] = t.mean_out;
         if (p.out.rstd != nullptr) p.out.rstd[row] = t.rstd_out;
       }
