@@ -357,8 +357,19 @@ struct Kernels {
     F a0 = S::Zero(), a1 = S::Zero();
     int64_t i = 0;
     for (; i + 2 * W <= n; i += 2 * W) {
-      F v0, v1;
-      LoadInputPair<D, kResidual>(x, r, h, i0 + i, &v0, &v1);
+      // In order, not LoadInputPair's unpacked BFLOAT16 pairs (64-byte
+      // loads, which at the server's 16-byte offset each span two lines):
+      // with those, BFLOAT16 RMSNorm rows past ShortHalfRows ran slower out
+      // of cache. The benchmark, 2 threads, offset 16, 5 alternating rounds,
+      // frac_of_copy: 4096 columns 0.74-0.79 -> 0.85-0.92, 8192 0.74-0.89
+      // -> 0.87-1.00, 16384 0.83-0.97 -> 0.90-1.00, 1024 and 65536 level,
+      // 2048 0.78-0.89 -> 0.77-0.86 (FLOAT16, the same code both times,
+      // moved as much). Short rows (ShortRowSum) and LayerNorm
+      // (CenteredPass) keep the pairs: there the in-order loads were slower
+      // (LayerNorm 4096 columns, median 0.83 -> 0.72; RMSNorm 128-768
+      // columns 0.02-0.06 lower).
+      const F v0 = LoadInput<D, kResidual>(x, r, h, i0 + i);
+      const F v1 = LoadInput<D, kResidual>(x, r, h, i0 + i + W);
       a0 = S::MulAdd(v0, v0, a0);
       a1 = S::MulAdd(v1, v1, a1);
     }
