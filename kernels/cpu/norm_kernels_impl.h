@@ -225,9 +225,10 @@ struct Kernels {
   // fixed order of their 2W elements (the traits' kUnpackedBf16Pairs: fewer
   // operations), else in order. The order depends on nothing but i, so a
   // row's sums stay the same bits wherever the row sits.
-  template <DType D, bool kResidual>
+  // kUnpacked = false: in order always (SquaresBlock on AVX-512).
+  template <DType D, bool kResidual, bool kUnpacked = true>
   NORMSERVE_INLINE static void LoadInputPair(const void* x, const void* r, void* h, int64_t i, F* a, F* b) {
-    if constexpr (D == DType::kBFloat16 && !kResidual && S::kUnpackedBf16Pairs) {
+    if constexpr (D == DType::kBFloat16 && !kResidual && kUnpacked && S::kUnpackedBf16Pairs) {
       S::LoadBf16Unpacked(x, i, a, b);
     } else {
       *a = LoadInput<D, kResidual>(x, r, h, i);
@@ -354,13 +355,15 @@ struct Kernels {
   static constexpr int64_t kSquaresBlock = 32 * W;
   template <DType D, bool kResidual>
   NORMSERVE_INLINE static float SquaresBlock(const void* x, const void* r, void* h, int64_t i0, int64_t n) {
+    // Whether a BFLOAT16 pair's one load (2W elements) is shorter than a cache line.
+    constexpr bool kLinePairLoadsShort = 4 * W < 64;
     F a0 = S::Zero(), a1 = S::Zero();
     int64_t i = 0;
     for (; i + 2 * W <= n; i += 2 * W) {
-      // In order, not LoadInputPair's unpacked BFLOAT16 pairs (64-byte
-      // loads, which at the server's 16-byte offset each span two lines):
-      // with those, BFLOAT16 RMSNorm rows past ShortHalfRows ran slower out
-      // of cache. The benchmark, 2 threads, offset 16, 5 alternating rounds,
+      // On AVX-512 in order, not LoadInputPair's unpacked BFLOAT16 pairs
+      // (64-byte loads, which at the server's 16-byte offset each span two
+      // lines): with those, BFLOAT16 RMSNorm rows past ShortHalfRows ran
+      // slower out of cache. The benchmark, 2 threads, offset 16, 5 alternating rounds,
       // frac_of_copy: 4096 columns 0.74-0.79 -> 0.85-0.92, 8192 0.74-0.89
       // -> 0.87-1.00, 16384 0.83-0.97 -> 0.90-1.00, 1024 and 65536 level,
       // 2048 0.78-0.89 -> 0.77-0.86 (FLOAT16, the same code both times,
@@ -368,8 +371,12 @@ struct Kernels {
       // (CenteredPass) keep the pairs: there the in-order loads were slower
       // (LayerNorm 4096 columns, median 0.83 -> 0.72; RMSNorm 128-768
       // columns 0.02-0.06 lower).
-      const F v0 = LoadInput<D, kResidual>(x, r, h, i0 + i);
-      const F v1 = LoadInput<D, kResidual>(x, r, h, i0 + i + W);
+      // The AVX2 tier's pairs are 32-byte loads and keep them: forced on
+      // Zen 5, in order was level out of cache (2 threads, 4096 columns,
+      // 485-572 against 466-528 ns a row) and slower in L1 (726-796 ->
+      // 772-867).
+      F v0, v1;
+      LoadInputPair<D, kResidual, kLinePairLoadsShort>(x, r, h, i0 + i, &v0, &v1);
       a0 = S::MulAdd(v0, v0, a0);
       a1 = S::MulAdd(v1, v1, a1);
     }
@@ -1148,9 +1155,17 @@ struct Kernels {
     return prm.beta_f32 ? kGammaBetaF32 : kAnyParams;
   }
 
-  // kUncentered: t has pivot and correction 0 or NaN (RMSNorm rows, where
-  // they are NaN only with rstd), so the pass computes v * rstd, the bits of
-  // ((v - 0) * rstd - 0) in two fewer operations a vector pair.
+  // The output passes' first step, (v - pivot) * rstd - correction.
+  // kUncentered (RMSNorm: pivot and correction 0, or NaN only together with
+  // rstd): v * rstd, the same bits in two fewer operations a vector pair.
+  template <bool kUncentered = false>
+  NORMSERVE_INLINE static F Standardize(F v, [[maybe_unused]] F pivot, F rstd,
+                                        [[maybe_unused]] F correction) {
+    if constexpr (kUncentered) return S::Mul(v, rstd);
+    return S::MulSub(S::Sub(v, pivot), rstd, correction);
+  }
+
+  // kUncentered: Standardize's, for RMSNorm rows.
   template <DType DIn, DType DOut, OutputPrefetch kPrefetch = kWholeRow, bool kUncentered = false>
   static void NormalizeRow(const void* x, void* y, int64_t i0, int64_t n, const GroupTransform& t,
                            const RowParams& prm, bool stream, const char* ahead, const char* ahead_residual) {
@@ -1191,7 +1206,7 @@ struct Kernels {
       if (ahead_residual != nullptr) __builtin_prefetch(ahead_residual + i * kElem, 0, 3);
       Lanes l;
       l.v = LoadSome<DIn>(x, i0 + i, rest);
-      const F out = kUncentered ? S::Mul(l.v, rs) : S::MulSub(S::Sub(l.v, p), rs, corr);
+      const F out = Standardize<kUncentered>(l.v, p, rs, corr);
       l.gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, gamma_offset + i, rest) : one;
       const F g = has_gamma && unit_offset ? S::Add(l.gamma, one) : l.gamma;
       if (!has_beta) {
@@ -1223,7 +1238,7 @@ struct Kernels {
       Lanes l;
       l.v = LoadSome<DIn>(x, i0 + i, rest);
       l.gamma = g;
-      const F out = S::MulSub(S::Sub(l.v, p), rs, corr);
+      const F out = Standardize(l.v, p, rs, corr);
       const F y_vec = !has_beta ? (has_gamma ? S::Mul(out, g) : out)
                                 : (has_gamma ? S::MulAdd(out, g, b) : S::Add(out, b));
       l.y = rest == W ? y_vec : S::KeepFirst(y_vec, rest);
@@ -1347,7 +1362,7 @@ struct Kernels {
           static_cast<const char*>(x) + i0 * 4 + (i0 * 4 <= prefetch_ends ? kShortFloatPrefetchBytes : 0);
       StoreLoop<D>(y, i0, cols, stream, [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
         if constexpr (kPrefetch) __builtin_prefetch(ahead + i * 4, 0, 3);
-        const F out = S::MulSub(S::Sub(LoadSome<D>(values, i0 + i, rest), pv), rs, corr);
+        const F out = Standardize<kRms>(LoadSome<D>(values, i0 + i, rest), pv, rs, corr);
         const F gv = S::template Load<D>(gamma, i);
         if constexpr (kHasBeta) return S::MulAdd(out, gv, S::template Load<D>(beta, i));
         return S::Mul(out, gv);
@@ -1448,8 +1463,7 @@ struct Kernels {
       auto compute = [&](int64_t i, int rest) NORMSERVE_LAMBDA_INLINE {
         Lanes l;
         l.v = LoadSome<DIn>(values, i0 + i, rest);
-        // RMSNorm: NormalizeRowT's ((v - 0) * rstd - 0), the same bits.
-        const F out = kRms ? S::Mul(l.v, rs) : S::MulSub(S::Sub(l.v, pv), rs, corr);
+        const F out = Standardize<kRms>(l.v, pv, rs, corr);
         l.gamma = has_gamma ? LoadParamSome<DIn>(gamma_data, gamma_f32, gamma_offset + i, rest) : one;
         const F g = has_gamma && unit_offset ? S::Add(l.gamma, one) : l.gamma;
         l.beta = has_beta ? LoadParamSome<DIn>(beta_data, beta_f32, beta_offset + i, rest) : S::Zero();
@@ -1721,8 +1735,8 @@ struct Kernels {
         Lanes l;
         l.v = LoadSome<DIn>(normalized, i0 + i, rest);
         const F out =
-            S::MulSub(S::Sub(l.v, LoadSome<DType::kFloat32>(pivot, i, rest)),
-                      LoadSome<DType::kFloat32>(rstd, i, rest), LoadSome<DType::kFloat32>(corr, i, rest));
+            Standardize(l.v, LoadSome<DType::kFloat32>(pivot, i, rest),
+                        LoadSome<DType::kFloat32>(rstd, i, rest), LoadSome<DType::kFloat32>(corr, i, rest));
         F g = one;
         if (has_gamma) {
           g = LoadParamSome<DIn>(gamma_data, gamma_f32, c0 + i, rest);
