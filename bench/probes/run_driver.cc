@@ -48,7 +48,12 @@ static std::vector<std::string> SplitCommas(const std::string& list) {
 
 // `offset` bytes past the first 64-byte boundary at or after `base`.
 static float* AtOffset(float* base, int offset) {
-  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(base) + 63) / 64 * 64 + offset);
+  // NORMSERVE_PAGE_OFFSETS=1: offsets from a 4096-byte boundary instead (the
+  // input and output then sit at the same page offset when both are given
+  // the same one, as in normserve-kernel-bench's buffers).
+  const char* pages = getenv("NORMSERVE_PAGE_OFFSETS");
+  const uintptr_t align = pages != nullptr && atoi(pages) != 0 ? 4096 : 64;
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(base) + align - 1) / align * align + offset);
 }
 int main(int argc, char** argv) {
   if (argc < 6) {
@@ -59,7 +64,7 @@ int main(int argc, char** argv) {
   int threads = atoi(argv[3]), kind = atoi(argv[4]), calls = atoi(argv[5]);
   const DType dt = kind < 2 ? DType::kFloat32 : kind < 4 ? DType::kBFloat16 : DType::kFloat16;
   const bool rms = kind % 2 == 1;
-  std::vector<float> xv(rows * cols + 64), yv(rows * cols + 64), g(cols), b(cols);
+  std::vector<float> xv(rows * cols + 2048), yv(rows * cols + 2048), g(cols), b(cols);
   // NORMSERVE_INPUT_OFFSET: the input's byte offset from a 64-byte boundary
   // (default: as malloc gives it, 16 past one for large buffers).
   float* x = xv.data();
@@ -85,6 +90,14 @@ int main(int argc, char** argv) {
   for (int64_t i = 0; i < rows * cols; ++i) x[i] = nd(rng);
   for (auto& v : g) v = 1.0f + 0.1f * nd(rng);
   for (auto& v : b) v = 0.1f * nd(rng);
+  // NORMSERVE_BENCH_DATA=1: normserve-kernel-bench's values instead (uniform
+  // in [-1.5, 2.5), gamma 0.5 + (j % 7) / 8, beta 0).
+  if (const char* bd = getenv("NORMSERVE_BENCH_DATA"); bd != nullptr && atoi(bd) != 0) {
+    std::uniform_real_distribution<float> ud(-1.5f, 2.5f);
+    for (int64_t i = 0; i < rows * cols; ++i) x[i] = ud(rng);
+    for (int64_t j = 0; j < cols; ++j) g[j] = 0.5f + static_cast<float>(j % 7) * 0.125f;
+    for (auto& v : b) v = 0.0f;
+  }
   if (dt != DType::kFloat32) {  // the half values, packed into the front of x
     auto* h = reinterpret_cast<uint16_t*>(x);
     for (int64_t i = 0; i < rows * cols; ++i) {

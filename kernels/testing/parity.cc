@@ -454,6 +454,55 @@ std::vector<CaseSpec> ParitySweep(uint64_t seed, int size) {
   return specs;
 }
 
+CaseSpec RandomSpec(uint64_t seed) {
+  Random rng(seed ^ 0xf022c0deull);
+  const std::vector<int64_t> edges = {1,    2,    7,    8,    9,    15,   16,   17,   31,   32,   33,
+                                      63,   64,   65,   127,  128,  129,  255,  256,  257,  383,  384,
+                                      385,  511,  512,  513,  767,  768,  769,  1023, 1024, 1025, 1536,
+                                      2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192, 8193, 12289};
+  const std::vector<DType> dtypes = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
+  const std::vector<ParamMode> row_modes = {
+      ParamMode::kNone,   ParamMode::kGammaOnly,         ParamMode::kBetaOnly,
+      ParamMode::kAffine, ParamMode::kAdaptivePerSample, ParamMode::kAdaptivePerPosition};
+  const std::vector<ParamMode> channel_modes = {ParamMode::kNone, ParamMode::kGammaOnly, ParamMode::kBetaOnly,
+                                                ParamMode::kAffine};
+  CaseSpec s;
+  const int64_t k = rng.Below(10);
+  s.kind = k < 4   ? NormKind::kLayerNorm
+           : k < 8 ? NormKind::kRmsNorm
+                   : rng.Pick(std::vector<NormKind>{NormKind::kBatchNorm, NormKind::kGroupNorm,
+                                                    NormKind::kInstanceNorm});
+  const bool row_kind = IsRowKind(s.kind);
+  s.dtype = rng.Pick(dtypes);
+  s.params = rng.Pick(row_kind ? row_modes : channel_modes);
+  s.param_dtype = rng.Coin() ? DType::kFloat32 : s.dtype;
+  s.unit_offset = s.params != ParamMode::kNone && s.params != ParamMode::kBetaOnly && rng.Below(3) == 0;
+  s.residual = rng.Below(4) == 0;
+  s.return_stats = rng.Below(3) == 0;
+  if (rng.Below(3) == 0) s.output_dtype = rng.Pick(dtypes);
+  if (rng.Below(10) == 0) s.epsilon = 0.0f;
+  if (row_kind) {
+    const int64_t c = rng.Below(3) != 0 ? rng.Pick(edges) : 1 + rng.Below(6000);
+    const int64_t rows = 1 + rng.Below(std::max<int64_t>(1, std::min<int64_t>(24, 60000 / c)));
+    if (rng.Coin()) {
+      s.shape = {rows, c};
+    } else {
+      s.shape = {1 + rng.Below(3), rows, c};
+    }
+  } else {
+    s.use_batch_stats = s.kind == NormKind::kBatchNorm && rng.Coin();
+    s.shape = {1 + rng.Below(4)};
+    if (s.kind == NormKind::kGroupNorm) {
+      s.num_groups = static_cast<int>(rng.Pick(std::vector<int64_t>{1, 2, 3, 4, 8}));
+      s.shape.push_back(s.num_groups * rng.Pick(std::vector<int64_t>{1, 2, 3, 5}));
+    } else {
+      s.shape.push_back(1 + rng.Below(12));
+    }
+    for (int64_t d = rng.Below(3); d > 0; --d) s.shape.push_back(1 + rng.Below(40));
+  }
+  return s;
+}
+
 int64_t HalfUlpDistance(uint16_t a, uint16_t b) {
   // Sign-magnitude to a monotonic integer line; +0 and -0 both map to 0.
   auto key = [](uint16_t v) -> int64_t { return (v & 0x8000) ? -static_cast<int64_t>(v & 0x7fff) : v; };

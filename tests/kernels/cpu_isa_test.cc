@@ -61,6 +61,18 @@ TEST_P(CpuIsaTest, ParitySweepMatchesReference) {
   ExpectNoFailures(failures);
 }
 
+// Random cases at and around the widths where the CPU paths change (short
+// rows, ShortHalfRows' limits, check blocks, statistics chunks), which the
+// sweep's fixed widths mostly miss. bench/probes/parity_fuzz.cc runs more.
+TEST_P(CpuIsaTest, RandomWidthsMatchReference) {
+  std::vector<std::string> failures;
+  for (uint64_t seed = 1; seed <= 500; ++seed) {
+    ProblemCase c = testing::MakeRandomCase(testing::RandomSpec(seed), seed);
+    for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+  }
+  ExpectNoFailures(failures);
+}
+
 TEST_P(CpuIsaTest, EdgeCasesMatchReference) {
   std::vector<std::string> failures;
   for (NormKind kind : kKinds) {

@@ -127,6 +127,14 @@ ProblemCase MakeRandomCase(const CaseSpec& spec, uint64_t seed);
 // dtypes, unit_offset, output dtypes and sometimes eps = 0.
 std::vector<CaseSpec> ParitySweep(uint64_t seed, int size);
 
+// One random case, drawn deterministically from `seed`, weighted to
+// LAYER/RMS rows at and around the widths where the CPU paths change (vector
+// widths, 2 KiB short rows, 512 and 768 columns, 256-element check blocks,
+// 4096-element statistics chunks) or of any width up to 6000, with random
+// kind, dtypes, param mode, unit_offset, residual, statistics and eps = 0
+// sometimes; a few rows, at most about 60000 elements.
+CaseSpec RandomSpec(uint64_t seed);
+
 // Runs `backend` on `c` and the reference on a copy, and compares: output
 // within 1 ulp (FLOAT16/BFLOAT16; or, where y = xhat * scale + shift cancels,
 // within 1e-5 * (|xhat * scale| + |shift|), the FLOAT32 bound on the terms)
