@@ -144,8 +144,8 @@ struct Avx512SimdT {
   // fpclass 0x20: denormal. Or'ed in a mask register (korw): written as
   // `m | mask`, GCC moved each mask to a general register (kmovw, or) in
   // the output loops. run_driver, BFLOAT16 RMSNorm, one thread, in cache,
-  // 6-8 alternating runs, best ns a row: 128 columns 17.4-18.8 -> 16.8-18.4,
-  // 512 columns 51.3-55 -> 49.4-54.5; 4096 columns level.
+  // 6-8 alternating runs, median of the runs' best ns a row: 128 columns
+  // 18.1 -> 16.9, 512 columns 53.9 -> 51.9; 4096 columns level.
   static Mask OrDenormalLanes(Mask m, F v) { return _kor_mask16(m, _mm512_fpclass_ps_mask(v, 0x20)); }
   static bool AnyLane(Mask m) { return m != 0; }
   // A compare into a mask, not a reduction: the test ends every 256-element
