@@ -21,7 +21,10 @@
 // (0,16) takes turns call by call in the same way (fifteenth session), and
 // NORMSERVE_INPUT_OFFSET places the input likewise. NORMSERVE_DUMP=FILE
 // writes the last call's output there, so that two builds' bits can be
-// compared with cmp (eighteenth session).
+// compared with cmp (eighteenth session). Nineteenth session:
+// NORMSERVE_PAGE_OFFSETS=1 takes the offsets from a page boundary,
+// NORMSERVE_BENCH_DATA=1 uses normserve-kernel-bench's values, and
+// NORMSERVE_OUTPUT_DTYPE another output dtype.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -138,6 +141,11 @@ int main(int argc, char** argv) {
   p.gamma = {DType::kFloat32, {cols}, g.data(), (uint64_t)(cols * 4)};
   if (!rms) p.beta = {DType::kFloat32, {cols}, b.data(), (uint64_t)(cols * 4)};
   p.output_dtype = dt;
+  // NORMSERVE_OUTPUT_DTYPE=float32|float16|bfloat16: another output dtype.
+  if (const char* od = getenv("NORMSERVE_OUTPUT_DTYPE"); od != nullptr && !ParseDType(od, &p.output_dtype)) {
+    fprintf(stderr, "bad NORMSERVE_OUTPUT_DTYPE\n");
+    return 2;
+  }
   for (int round = 0; round < 3; ++round) {
     const size_t ways = std::max(backends.size(), outs.size());
     std::vector<std::vector<double>> times(ways);
@@ -168,7 +176,8 @@ int main(int argc, char** argv) {
   // that a change keeps the bits: cmp the files of two builds).
   if (const char* dump = getenv("NORMSERVE_DUMP")) {
     FILE* f = fopen(dump, "wb");
-    if (f == nullptr || fwrite(outs.back(), 1, bytes, f) != bytes || fclose(f) != 0) {
+    const size_t out_bytes = static_cast<size_t>(rows * cols) * DTypeSize(p.output_dtype);
+    if (f == nullptr || fwrite(outs.back(), 1, out_bytes, f) != out_bytes || fclose(f) != 0) {
       fprintf(stderr, "cannot write %s\n", dump);
       return 1;
     }
