@@ -1824,6 +1824,13 @@ struct Kernels {
   // update in double (one element merged per row, the factors shared by all
   // lanes). A lane's arithmetic does not depend on the lanes beside it, so the
   // result does not depend on how channels are split between threads.
+  // The mean is the lane's plain sum in double over the count, as the
+  // reference takes it (exact for FLOAT16 / BFLOAT16 sums), not Welford's
+  // running mean: that one rounds at each step (d * (1 / count)), and an
+  // element equal to the mean, whose output is exactly 0, came out as 3e-18
+  // (BFLOAT16 channel -5.875, 5.375, 0.3125, -0.0625). M2 stays Welford's,
+  // taken around its own mean: the two means differ by far less than the
+  // spread, which changes M2 only in the second order.
   template <DType DIn, bool kResidual>
   static void ColumnMoments(const PreparedProblem& pp, int64_t begin, int64_t end, Moments* out) {
     using DV = typename S::D;
@@ -1833,6 +1840,7 @@ struct Kernels {
     for (int64_t c0 = begin; c0 < end; c0 += W) {
       const int rest = static_cast<int>(std::min<int64_t>(W, end - c0));
       DV mean_lo = S::DSet1(0.0), mean_hi = S::DSet1(0.0), m2_lo = S::DSet1(0.0), m2_hi = S::DSet1(0.0);
+      DV sum_lo = S::DSet1(0.0), sum_hi = S::DSet1(0.0);
       double count = 0;
       for (int64_t n = 0; n < pp.geometry.n; ++n) {
         const int64_t i0 = n * channels + c0;
@@ -1842,6 +1850,8 @@ struct Kernels {
                                                            i0, rest);
         DV lo, hi;
         S::Widen(v, &lo, &hi);
+        sum_lo = S::DAdd(sum_lo, lo);
+        if constexpr (S::kHasHighHalf) sum_hi = S::DAdd(sum_hi, hi);
         if (n == 0) {
           mean_lo = lo;
           mean_hi = hi;
@@ -1860,13 +1870,15 @@ struct Kernels {
         }
         count = total;
       }
-      double means[W], m2s[W];
-      S::DStore(means, mean_lo);
+      double sums[W], m2s[W];
+      S::DStore(sums, sum_lo);
       S::DStore(m2s, m2_lo);
       if constexpr (S::kHasHighHalf) {
-        S::DStore(means + kHalf, mean_hi);
+        S::DStore(sums + kHalf, sum_hi);
         S::DStore(m2s + kHalf, m2_hi);
       }
+      double means[W];
+      for (int j = 0; j < rest; ++j) means[j] = sums[j] / count;
       // m2 is a sum of non-negative terms (or NaN, which must stay NaN).
       for (int j = 0; j < rest; ++j) out[c0 - begin + j] = Moments{count, means[j], m2s[j]};
     }

@@ -73,6 +73,28 @@ TEST_P(CpuIsaTest, RandomWidthsMatchReference) {
   ExpectNoFailures(failures);
 }
 
+// BatchNorm batch statistics over short channel runs: a channel whose mean
+// equals one of its elements gives that element exactly 0 in the reference,
+// so the mean must be the sum over the count, not a running mean rounded at
+// each step (found by bench/probes/parity_fuzz.cc: 3e-18 for 0).
+TEST_P(CpuIsaTest, BatchStatisticsMeanOfAChannelIsExact) {
+  std::vector<std::string> failures;
+  for (DType dtype : kDTypes) {
+    CaseSpec spec;
+    spec.kind = NormKind::kBatchNorm;
+    spec.dtype = dtype;
+    spec.params = testing::ParamMode::kNone;
+    spec.use_batch_stats = true;
+    spec.return_stats = true;
+    spec.shape = {4, 3};
+    ProblemCase c = testing::MakeRandomCase(spec, 5);
+    const float channel[4] = {-5.875f, 5.375f, 0.3125f, -0.0625f};  // mean -0.0625
+    for (int n = 0; n < 4; ++n) c.input.Set(n * 3 + 1, channel[n]);
+    for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
+  }
+  ExpectNoFailures(failures);
+}
+
 TEST_P(CpuIsaTest, EdgeCasesMatchReference) {
   std::vector<std::string> failures;
   for (NormKind kind : kKinds) {
