@@ -3,7 +3,8 @@
 // docs/SEMANTICS.md: BFLOAT16 outputs within 1 ulp, FLOAT32 outputs within
 // 1e-5 * max(1, |ref|). The same rows, gamma and beta go to all three.
 //
-//   g++ -O2 -std=c++20 -fopenmp -Ikernels/include bench/probes/onednn_accuracy.cc \
+//   g++ -O2 -std=c++20 -fopenmp -Ikernels/include -Ikernels/testing/include \
+//     bench/probes/onednn_accuracy.cc build/kernels/testing/libnormserve_kernel_testing.a \
 //     build/kernels/libnormserve_kernels.a -ldnnl -lpthread -o /tmp/onednn_accuracy
 //   /tmp/onednn_accuracy [ROWS]   (default 2048 rows a case)
 //
@@ -23,6 +24,7 @@
 
 #include "normserve/kernels/cpu_backend.h"
 #include "normserve/kernels/reference.h"
+#include "normserve/kernels/testing/parity.h"
 #include "normserve/kernels/types.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -56,12 +58,6 @@ Data MakeData(int which, int64_t rows, int64_t cols, std::mt19937& rng) {
   return d;
 }
 
-// BFLOAT16 bits as integers whose difference counts ulps across zero.
-int64_t Ordered(uint16_t b) {
-  const int64_t m = b & 0x7FFF;
-  return (b & 0x8000) ? -m : m;
-}
-
 struct Errors {
   int64_t bad_elements = 0, bad_rows = 0;
   double worst = 0;  // ulps (BFLOAT16) or multiples of the bound (FLOAT32)
@@ -79,7 +75,7 @@ Errors Compare(DType dt, const std::vector<uint8_t>& got, const std::vector<uint
         uint16_t a, b;
         std::memcpy(&a, got.data() + 2 * i, 2);
         std::memcpy(&b, ref.data() + 2 * i, 2);
-        err = static_cast<double>(std::llabs(Ordered(a) - Ordered(b)));
+        err = static_cast<double>(normserve::kernels::testing::HalfUlpDistance(a, b));
         if (err > 1) ++e.bad_elements, row_bad = true;
       } else {
         float a, b;

@@ -370,20 +370,38 @@ ProblemCase MakeRandomCase(const CaseSpec& spec, uint64_t seed) {
   return c;
 }
 
+namespace {
+
+// The dtypes and parameter modes ParitySweep and RandomSpec draw from.
+const std::vector<DType>& AllDTypes() {
+  static const std::vector<DType> v = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
+  return v;
+}
+const std::vector<ParamMode>& RowParamModes() {
+  static const std::vector<ParamMode> v = {
+      ParamMode::kNone,   ParamMode::kGammaOnly,         ParamMode::kBetaOnly,
+      ParamMode::kAffine, ParamMode::kAdaptivePerSample, ParamMode::kAdaptivePerPosition};
+  return v;
+}
+const std::vector<ParamMode>& ChannelParamModes() {
+  static const std::vector<ParamMode> v = {ParamMode::kNone, ParamMode::kGammaOnly, ParamMode::kBetaOnly,
+                                           ParamMode::kAffine};
+  return v;
+}
+
+}  // namespace
+
 std::vector<CaseSpec> ParitySweep(uint64_t seed, int size) {
   Random rng(seed ^ 0x5eedf00dull);
   const std::vector<int64_t> cols = {1,   2,   3,   7,   8,   15,   17,   33,   64,  100,
                                      127, 129, 255, 333, 768, 1000, 1025, 2053, 4096};
   const std::vector<int64_t> small = {1, 2, 3, 5, 7};
   const std::vector<int64_t> spatial = {1, 3, 7, 16, 49};
-  const std::vector<DType> dtypes = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
+  const std::vector<DType>& dtypes = AllDTypes();
   const std::vector<NormKind> kinds = {NormKind::kLayerNorm, NormKind::kRmsNorm, NormKind::kBatchNorm,
                                        NormKind::kGroupNorm, NormKind::kInstanceNorm};
-  const std::vector<ParamMode> row_modes = {
-      ParamMode::kNone,   ParamMode::kGammaOnly,         ParamMode::kBetaOnly,
-      ParamMode::kAffine, ParamMode::kAdaptivePerSample, ParamMode::kAdaptivePerPosition};
-  const std::vector<ParamMode> channel_modes = {ParamMode::kNone, ParamMode::kGammaOnly, ParamMode::kBetaOnly,
-                                                ParamMode::kAffine};
+  const std::vector<ParamMode>& row_modes = RowParamModes();
+  const std::vector<ParamMode>& channel_modes = ChannelParamModes();
 
   // Spatial dims of x[N, C, *]: none, one, or two.
   auto spatial_dims = [&](std::vector<int64_t>& shape) {
@@ -460,12 +478,7 @@ CaseSpec RandomSpec(uint64_t seed) {
                                       63,   64,   65,   127,  128,  129,  255,  256,  257,  383,  384,
                                       385,  511,  512,  513,  767,  768,  769,  1023, 1024, 1025, 1536,
                                       2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192, 8193, 12289};
-  const std::vector<DType> dtypes = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
-  const std::vector<ParamMode> row_modes = {
-      ParamMode::kNone,   ParamMode::kGammaOnly,         ParamMode::kBetaOnly,
-      ParamMode::kAffine, ParamMode::kAdaptivePerSample, ParamMode::kAdaptivePerPosition};
-  const std::vector<ParamMode> channel_modes = {ParamMode::kNone, ParamMode::kGammaOnly, ParamMode::kBetaOnly,
-                                                ParamMode::kAffine};
+  const std::vector<DType>& dtypes = AllDTypes();
   CaseSpec s;
   const int64_t k = rng.Below(10);
   s.kind = k < 4   ? NormKind::kLayerNorm
@@ -474,7 +487,7 @@ CaseSpec RandomSpec(uint64_t seed) {
                                                     NormKind::kInstanceNorm});
   const bool row_kind = IsRowKind(s.kind);
   s.dtype = rng.Pick(dtypes);
-  s.params = rng.Pick(row_kind ? row_modes : channel_modes);
+  s.params = rng.Pick(row_kind ? RowParamModes() : ChannelParamModes());
   s.param_dtype = rng.Coin() ? DType::kFloat32 : s.dtype;
   s.unit_offset = s.params != ParamMode::kNone && s.params != ParamMode::kBetaOnly && rng.Below(3) == 0;
   s.residual = rng.Below(4) == 0;
