@@ -117,14 +117,21 @@ NORMSERVE_INLINE void PrefetchSpan(const void* p, int64_t bytes) {
   for (int64_t off = 0; off < std::min(bytes, kPrefetchBytes); off += 64) __builtin_prefetch(c + off, 0, 2);
 }
 
-// Count, mean and sum of squared deviations of a run of elements.
+// Count, mean, sum of squared deviations and sum of a run of elements.
 struct Moments {
   double count = 0;
   double mean = 0;
   double m2 = 0;
+  double sum = 0;
 };
 
-// Chan et al.'s pairwise update; `a` becomes the moments of a followed by b.
+// Chan et al.'s pairwise update of M2; `a` becomes the moments of a followed
+// by b. The mean is the merged sum over the count, as the reference takes it,
+// not Chan's a + (b - a) * nb / n: that one rounds, and an element equal to
+// the mean, whose output is exactly 0, came out as -1e-16 (BFLOAT16 LayerNorm
+// rows of 6151 and 12289 columns, BatchNorm channels over several samples:
+// CpuIsaTest.MergedMeanOfAGroupIsExact). FLOAT16 / BFLOAT16 sums are exact
+// (unshifted, CenteredPass), so the merged mean is the reference's.
 inline void MergeMoments(Moments& a, const Moments& b) {
   if (a.count == 0) {
     a = b;
@@ -132,8 +139,9 @@ inline void MergeMoments(Moments& a, const Moments& b) {
   }
   const double n = a.count + b.count;
   const double delta = b.mean - a.mean;
-  a.mean += delta * (b.count / n);
   a.m2 += b.m2 + delta * delta * (a.count * b.count / n);
+  a.sum += b.sum;
+  a.mean = a.sum / n;
   a.count = n;
 }
 
@@ -452,6 +460,7 @@ struct Kernels {
     Moments m;
     m.count = dn;
     m.mean = c.pivot + c.sum_d / dn;
+    m.sum = c.pivot * dn + c.sum_d;  // pivot * dn is exact (24 bits times a count below 2^29)
     // sum_d^2 / n as q + rem / n: rem, the remainder of the rounded quotient
     // q, is a double, and the FMA gives it exactly. Where sum_d2 and q are
     // close (unshifted half-type sums of a row far from zero, CenteredPass)
@@ -1877,10 +1886,8 @@ struct Kernels {
         S::DStore(sums + kHalf, sum_hi);
         S::DStore(m2s + kHalf, m2_hi);
       }
-      double means[W];
-      for (int j = 0; j < rest; ++j) means[j] = sums[j] / count;
       // m2 is a sum of non-negative terms (or NaN, which must stay NaN).
-      for (int j = 0; j < rest; ++j) out[c0 - begin + j] = Moments{count, means[j], m2s[j]};
+      for (int j = 0; j < rest; ++j) out[c0 - begin + j] = Moments{count, sums[j] / count, m2s[j], sums[j]};
     }
   }
 
