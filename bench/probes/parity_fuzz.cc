@@ -2,7 +2,10 @@
 // the widths where the CPU paths change) against the float64 reference, on
 // a random instruction set this CPU has and 1-3 threads, for a time budget:
 // the CTest CpuIsaTest.RandomWidthsMatchReference runs a fixed few hundred
-// of them; this runs as many as the budget allows, from any seed.
+// of them; this runs as many as the budget allows, from any seed. A third of
+// the cases go through testing::PlantExactMeans first (each group holds its
+// own mean, which must come out as exactly 0), as
+// CpuIsaTest.RandomWidthsWithExactMeansMatchReference does.
 //
 //   g++ -O2 -std=c++20 -Ikernels/include -Ikernels/testing/include \
 //     bench/probes/parity_fuzz.cc build/kernels/testing/libnormserve_kernel_testing.a \
@@ -57,6 +60,8 @@ int main(int argc, char** argv) {
   while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < budget) {
     const CaseSpec s = testing::RandomSpec(rng());
     ProblemCase c = testing::MakeRandomCase(s, rng());
+    // A third of the cases hold each group's own mean (PlantExactMeans).
+    if (below(3) == 0) testing::PlantExactMeans(c, rng());
     const size_t isa = static_cast<size_t>(below(static_cast<int64_t>(isas.size())));
     const int64_t threads = below(3);
     std::vector<std::string> failures = testing::CompareToReference(*backends[isa][threads], c);

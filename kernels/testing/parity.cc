@@ -516,6 +516,47 @@ CaseSpec RandomSpec(uint64_t seed) {
   return s;
 }
 
+void PlantExactMeans(ProblemCase& c, uint64_t seed) {
+  Random rng(seed ^ 0x3ea9u);
+  const ProblemGeometry g = ComputeGeometry(c.Problem());
+  // Each group's element indices: a row; an (n, g) block of C/G channels x S;
+  // a BatchNorm channel's run of S in every sample.
+  auto group_elements = [&g, &c](int64_t group) {
+    std::vector<int64_t> e;
+    if (IsRowKind(c.kind)) {
+      for (int64_t i = 0; i < g.cols; ++i) e.push_back(group * g.cols + i);
+    } else if (c.kind == NormKind::kBatchNorm) {
+      for (int64_t n = 0; n < g.n; ++n) {
+        for (int64_t s = 0; s < g.spatial; ++s) e.push_back((n * g.channels + group) * g.spatial + s);
+      }
+    } else {
+      const int64_t size = g.channels / g.num_groups * g.spatial;
+      for (int64_t i = 0; i < size; ++i) e.push_back(group * size + i);
+    }
+    return e;
+  };
+  for (int64_t group = 0; group < g.groups; ++group) {
+    std::vector<int64_t> e = group_elements(group);
+    for (size_t i = e.size(); i > 1; --i) {
+      std::swap(e[i - 1], e[static_cast<size_t>(rng.Below(static_cast<int64_t>(i)))]);
+    }
+    // m and d multiples of 1/16 (|m +- d| < 7), times a power of two: exact
+    // in every dtype, and so is every partial sum in double.
+    const float scale = std::ldexp(1.0f, static_cast<int>(rng.Below(9)) - 4);
+    const float m = static_cast<float>(rng.Below(97) - 48) / 16.0f * scale;
+    size_t i = 0;
+    c.input.Set(e[i++], m);
+    if (e.size() % 2 == 0) c.input.Set(e[i++], m);
+    for (; i + 1 < e.size(); i += 2) {
+      const float d = static_cast<float>(rng.Below(64)) / 16.0f * scale;
+      c.input.Set(e[i], m + d);
+      c.input.Set(e[i + 1], m - d);
+    }
+  }
+  if (c.residual.present) std::fill(c.residual.bytes.begin(), c.residual.bytes.end(), uint8_t{0});
+  c.name += " exact_means";
+}
+
 int64_t HalfUlpDistance(uint16_t a, uint16_t b) {
   // Sign-magnitude to a monotonic integer line; +0 and -0 both map to 0.
   auto key = [](uint16_t v) -> int64_t { return (v & 0x8000) ? -static_cast<int64_t>(v & 0x7fff) : v; };

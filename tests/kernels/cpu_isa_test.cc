@@ -97,12 +97,12 @@ TEST_P(CpuIsaTest, BatchStatisticsMeanOfAChannelIsExact) {
 
 // Groups that merge several runs' moments (rows and groups longer than one
 // 4096-element statistics chunk; BatchNorm channels over several samples,
-// with short and long spatial runs) and whose mean is one of their elements:
-// the reference gives that element exactly 0, so the merged mean must be the
-// total sum over the count, as the reference takes it. The values are m +- d
-// pairs (exact in every dtype) in a random order, so each run's mean differs
-// from m and Chan's update, a + (b - a) * nb / n, rounds; six rounds of
-// random cases, as a single one missed the LayerNorm rows.
+// with short and long spatial runs) and whose mean is one of their elements
+// (testing::PlantExactMeans): the reference gives that element exactly 0, so
+// the merged mean must be the total sum over the count, as the reference
+// takes it. Each run's mean differs from the group's, so Chan's update, a +
+// (b - a) * nb / n, rounds; six rounds of random values, as a single one
+// missed the LayerNorm rows.
 TEST_P(CpuIsaTest, MergedMeanOfAGroupIsExact) {
   struct Shape {
     NormKind kind;
@@ -129,40 +129,23 @@ TEST_P(CpuIsaTest, MergedMeanOfAGroupIsExact) {
         spec.shape = s.shape;
         spec.num_groups = s.groups;
         ProblemCase c = testing::MakeRandomCase(spec, ++seed);
-        // The groups as lists of element indices.
-        const int64_t n = c.input.NumElements();
-        std::vector<std::vector<int64_t>> groups;
-        if (s.kind == NormKind::kBatchNorm) {
-          const int64_t channels = s.shape[1], spatial = s.shape[2];
-          groups.resize(channels);
-          for (int64_t i = 0; i < n; ++i) groups[(i / spatial) % channels].push_back(i);
-        } else {
-          const int64_t size = s.kind == NormKind::kLayerNorm ? s.shape.back() : n / (s.shape[0] * s.groups);
-          groups.resize(n / size);
-          for (int64_t i = 0; i < n; ++i) groups[i / size].push_back(i);
-        }
-        uint64_t state = seed * 0x9e3779b97f4a7c15ull;
-        auto next = [&state](uint64_t below) {
-          state = state * 6364136223846793005ull + 1442695040888963407ull;
-          return (state >> 33) % below;
-        };
-        for (std::vector<int64_t>& g : groups) {
-          // Shuffle, then: the first element (and any odd one out) m, the
-          // rest m + d and m - d, with m and d multiples of 1/16 below 4.
-          for (size_t i = g.size() - 1; i > 0; --i) std::swap(g[i], g[next(i + 1)]);
-          const float m = (static_cast<float>(next(97)) - 48.0f) / 16.0f;
-          c.input.Set(g[0], m);
-          size_t i = 1;
-          if (g.size() % 2 == 0) c.input.Set(g[i++], m);
-          for (; i + 1 < g.size(); i += 2) {
-            const float d = static_cast<float>(next(64)) / 16.0f;
-            c.input.Set(g[i], m + d);
-            c.input.Set(g[i + 1], m - d);
-          }
-        }
+        testing::PlantExactMeans(c, seed);
         for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
       }
     }
+  }
+  ExpectNoFailures(failures);
+}
+
+// The random cases of RandomWidthsMatchReference (other seeds), each group
+// holding its own mean (testing::PlantExactMeans): every path's mean, short
+// rows and float statistics included, against the reference's sum / n.
+TEST_P(CpuIsaTest, RandomWidthsWithExactMeansMatchReference) {
+  std::vector<std::string> failures;
+  for (uint64_t seed = 1001; seed <= 1200; ++seed) {
+    ProblemCase c = testing::MakeRandomCase(testing::RandomSpec(seed), seed);
+    testing::PlantExactMeans(c, seed);
+    for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
   }
   ExpectNoFailures(failures);
 }

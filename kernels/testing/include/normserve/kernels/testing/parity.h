@@ -135,6 +135,16 @@ std::vector<CaseSpec> ParitySweep(uint64_t seed, int size);
 // sometimes; a few rows, at most about 60000 elements.
 CaseSpec RandomSpec(uint64_t seed);
 
+// Rewrites c's input so that every normalized group (a row; an (n, g) block
+// of GROUP/INSTANCE; a BATCH_NORM channel over all samples) holds its own
+// mean: m + d and m - d pairs in a random order and one or two elements
+// equal to m, all exact in every dtype (as is every partial sum), m and d
+// drawn from `seed`. The reference gives the elements at m exactly 0 (times
+// gamma, plus beta), so a mean that is rounded anywhere (a merge, a float
+// sum) shows up as a value far outside 1 ulp. A residual is zeroed (h = x).
+// Appends " exact_means" to the name. REQUIRES: c's inputs validate.
+void PlantExactMeans(ProblemCase& c, uint64_t seed);
+
 // Runs `backend` on `c` and the reference on a copy, and compares: output
 // within 1 ulp (FLOAT16/BFLOAT16; or, where y = xhat * scale + shift cancels,
 // within 1e-5 * (|xhat * scale| + |shift|), the FLOAT32 bound on the terms)
