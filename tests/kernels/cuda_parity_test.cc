@@ -1,7 +1,8 @@
 // The CUDA backend against the float64 reference (docs/SEMANTICS.md bounds):
 // the parity sweep over every kind, dtype, parameter mode, residual and
-// statistics flag, the edge cases of every kind and dtype, and long rows that
-// take the block plans (shared-memory cache and re-read). Exits 77 without a GPU.
+// statistics flag, the edge cases of every kind and dtype, long rows that
+// take the block plans (shared-memory cache and re-read), and random cases
+// whose groups hold their own mean. Exits 77 without a GPU.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -52,6 +53,16 @@ int Main() {
         f.Add("long_rows " + testing::DescribeSpec(spec), testing::CompareToReference(*backend, c));
       }
     }
+  }
+  // Groups that hold their own mean (testing::PlantExactMeans): an element at
+  // the mean must come out as exactly beta, so the mean must be the
+  // reference's sum / n (CpuIsaTest.RandomWidthsWithExactMeansMatchReference
+  // on the CPU). Added without a GPU to run it on (twentieth session).
+  for (uint64_t s = 1; s <= 200; ++s) {
+    const CaseSpec spec = testing::RandomSpec(s);
+    ProblemCase c = testing::MakeRandomCase(spec, s);
+    testing::PlantExactMeans(c, s);
+    f.Add("exact_means " + testing::DescribeSpec(spec), testing::CompareToReference(*backend, c));
   }
   f.Expect(backend->healthy(), "healthy", "backend unhealthy after the sweep");
   return f.Finish("cuda_parity_test");
