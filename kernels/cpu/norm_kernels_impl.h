@@ -128,8 +128,9 @@ struct Moments {
 // Chan et al.'s pairwise update of M2; `a` becomes the moments of a followed
 // by b. The mean is the merged sum over the count, as the reference takes it,
 // not Chan's a + (b - a) * nb / n: that one rounds, and an element equal to
-// the mean, whose output is exactly 0, came out as -1e-16 (BFLOAT16 LayerNorm
-// rows of 6151 and 12289 columns, BatchNorm channels over several samples:
+// the mean, whose output is exactly 0, came out as about 1e-16 (BFLOAT16
+// LayerNorm rows of 6151 and 12289 columns, GroupNorm groups over 4096
+// elements, BatchNorm channels over several samples:
 // CpuIsaTest.MergedMeanOfAGroupIsExact). FLOAT16 / BFLOAT16 sums are exact
 // (unshifted, CenteredPass), so the merged mean is the reference's.
 inline void MergeMoments(Moments& a, const Moments& b) {

@@ -530,8 +530,7 @@ void PlantExactMeans(ProblemCase& c, uint64_t seed) {
         for (int64_t s = 0; s < g.spatial; ++s) e.push_back((n * g.channels + group) * g.spatial + s);
       }
     } else {
-      const int64_t size = g.channels / g.num_groups * g.spatial;
-      for (int64_t i = 0; i < size; ++i) e.push_back(group * size + i);
+      for (int64_t i = 0; i < g.group_size; ++i) e.push_back(group * g.group_size + i);
     }
     return e;
   };
