@@ -31,6 +31,19 @@ void ExpectNoFailures(const std::vector<std::string>& failures) {
   EXPECT_TRUE(failures.empty()) << testing::SummarizeFailures(failures, kShownFailures);
 }
 
+// The failures of the RandomSpec cases of seeds [first, last] on `backend`,
+// with each group holding its own mean (testing::PlantExactMeans) or not.
+std::vector<std::string> RandomCaseFailures(Backend& backend, uint64_t first, uint64_t last,
+                                            bool exact_means) {
+  std::vector<std::string> failures;
+  for (uint64_t seed = first; seed <= last; ++seed) {
+    ProblemCase c = testing::MakeRandomCase(testing::RandomSpec(seed), seed);
+    if (exact_means) testing::PlantExactMeans(c, seed);
+    for (std::string& f : testing::CompareToReference(backend, c)) failures.push_back(std::move(f));
+  }
+  return failures;
+}
+
 class CpuIsaTest : public ::testing::TestWithParam<CpuIsa> {
  protected:
   void SetUp() override {
@@ -65,12 +78,7 @@ TEST_P(CpuIsaTest, ParitySweepMatchesReference) {
 // rows, ShortHalfRows' limits, check blocks, statistics chunks), which the
 // sweep's fixed widths mostly miss. bench/probes/parity_fuzz.cc runs more.
 TEST_P(CpuIsaTest, RandomWidthsMatchReference) {
-  std::vector<std::string> failures;
-  for (uint64_t seed = 1; seed <= 500; ++seed) {
-    ProblemCase c = testing::MakeRandomCase(testing::RandomSpec(seed), seed);
-    for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
-  }
-  ExpectNoFailures(failures);
+  ExpectNoFailures(RandomCaseFailures(*backend_, 1, 500, /*exact_means=*/false));
 }
 
 // BatchNorm batch statistics over short channel runs: a channel whose mean
@@ -141,13 +149,7 @@ TEST_P(CpuIsaTest, MergedMeanOfAGroupIsExact) {
 // holding its own mean (testing::PlantExactMeans): every path's mean, short
 // rows and float statistics included, against the reference's sum / n.
 TEST_P(CpuIsaTest, RandomWidthsWithExactMeansMatchReference) {
-  std::vector<std::string> failures;
-  for (uint64_t seed = 1001; seed <= 1200; ++seed) {
-    ProblemCase c = testing::MakeRandomCase(testing::RandomSpec(seed), seed);
-    testing::PlantExactMeans(c, seed);
-    for (std::string& f : testing::CompareToReference(*backend_, c)) failures.push_back(std::move(f));
-  }
-  ExpectNoFailures(failures);
+  ExpectNoFailures(RandomCaseFailures(*backend_, 1001, 1200, /*exact_means=*/true));
 }
 
 TEST_P(CpuIsaTest, EdgeCasesMatchReference) {
